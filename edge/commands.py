@@ -1,0 +1,279 @@
+"""The work behind `kws-edge` subcommands that manage keywords and replay audio (the parser is in cli.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.audio import load_audio
+from edge.config import Config
+from edge.daemon import detection_audio_path
+from edge.detector import Detection, Detector, DetectorSettings, WindowResult
+from edge.model import Encoder, load_model
+from edge.takes import (
+    Segment,
+    TakeChecks,
+    VadConfig,
+    VoiceActivityCutter,
+    check_consistency,
+    check_signal,
+    take_window,
+)
+from edge.templates import Template, TemplateStore
+
+__all__ = [
+    "describe_keywords",
+    "embed_files",
+    "enroll_from_audio",
+    "record_takes",
+    "reject",
+    "replay",
+    "score_against_truth",
+    "settings_from",
+    "take_from_audio",
+]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+SAMPLE_RATE = 16000
+
+
+def settings_from(config: Config) -> DetectorSettings:
+    d = config.detector
+    return DetectorSettings(
+        d.hop_ms, d.threshold, d.trigger_level, d.trigger_window, d.refractory_ms, d.gate, d.gate_dbfs
+    )
+
+
+def open_model(config: Config) -> Encoder:
+    return load_model(config.model.path, num_threads=config.model.num_threads)
+
+
+def take_from_audio(
+    audio: FloatArray, window_samples: int, checks: TakeChecks | None, what: str
+) -> FloatArray:
+    """Cut the utterance out of a recording by voice activity and centre it in a model window.
+
+    With `checks`, a bad take (too quiet, clipped, too short, too long) raises ValueError naming `what`.
+    """
+    cutter = VoiceActivityCutter(window_samples, audio.shape[0] + SAMPLE_RATE, VadConfig())
+    tail = np.zeros(
+        SAMPLE_RATE // 2, dtype=np.float32
+    )  # closes an utterance that runs to the end of the file
+    segment = cutter.push(np.concatenate([audio, tail]))
+    recording = cutter.recording
+    if segment is None:
+        # No onset found (speech from the first frame, or no quiet lead-in): take the whole file as the cut.
+        segment = Segment(0, audio.shape[0], 0, audio.shape[0], too_long=audio.shape[0] > window_samples)
+        recording = audio
+    if checks is not None:
+        problem = check_signal(recording, segment, checks)
+        if problem is not None:
+            raise ValueError(f"{what}: take refused ({problem})")
+    return take_window(recording, segment, window_samples)
+
+
+def enroll_from_audio(
+    name: str,
+    takes: Sequence[tuple[str, FloatArray]],
+    encoder: Encoder,
+    store: TemplateStore,
+    threshold: float | None = None,
+    pin: int | None = None,
+    hook: str | None = None,
+    check: bool = True,
+) -> Template:
+    """Make and save a keyword from recordings (label, 16 kHz audio): VAD cut, checks, mean embedding."""
+    if not takes:
+        raise ValueError(f"enroll {name}: no takes given")
+    checks = TakeChecks() if check else None
+    windows = np.stack(
+        [take_from_audio(audio, encoder.window_samples, checks, label) for label, audio in takes]
+    )
+    embeddings = encoder.embed_windows(windows)
+    if check:
+        outlier = check_consistency(embeddings, TakeChecks().consistency_threshold)
+        if outlier is not None:
+            index, score = outlier
+            raise ValueError(
+                f"{takes[index][0]}: take refused (inconsistent with the other takes: cosine {score:.2f} to "
+                "their mean); record it again, or pass --no-checks"
+            )
+    template = Template.from_takes(
+        name,
+        embeddings,
+        encoder.sha256,
+        encoder.frontend_fingerprint,
+        threshold=threshold,
+        pin=pin,
+        hook=hook,
+    )
+    store.add(template)
+    return template
+
+
+def record_takes(count: int, name: str, config: Config, window_samples: int) -> list[tuple[str, FloatArray]]:
+    """Record `count` takes from the microphone, each cut by voice activity (CLI enrollment without files)."""
+    from edge.sources import MicSource
+
+    source = MicSource(config.audio.device, config.audio.sample_rate, config.audio.chunk_ms)
+    takes = []
+    try:
+        for take in range(1, count + 1):
+            print(f"take {take}/{count}: say {name!r} now", flush=True)
+            cutter = VoiceActivityCutter(window_samples, 6 * 16000, VadConfig())
+            segment = None
+            while segment is None and cutter.recording.shape[0] < 6 * 16000:
+                chunk = source.read()
+                if chunk is not None and chunk.size:
+                    segment = cutter.push(chunk)
+            if segment is None:
+                raise ValueError(f"take {take}: no speech heard in 6 s")
+            takes.append((f"take {take}", cutter.recording[segment.start : segment.end]))
+    finally:
+        source.close()
+    return takes
+
+
+def describe_keywords(templates: Sequence[Template], as_json: bool) -> str:
+    """`kws-edge list` output: one line per keyword, or one JSON array (without the vectors)."""
+    if as_json:
+        rows = [
+            {k: v for k, v in t.to_json().items() if k not in ("embedding", "negatives")}
+            | {"negatives": t.negatives.shape[0]}
+            for t in templates
+        ]
+        return json.dumps(rows)
+    return "\n".join(
+        f"{t.name}: {t.takes} takes, {t.negatives.shape[0]} negatives, threshold "
+        f"{'default' if t.threshold is None else f'{t.threshold:.3f}'}, pin {t.pin}, hook {t.hook!r}, "
+        f"created {t.created}, model {t.model_sha256[:12]}"
+        for t in templates
+    )
+
+
+def _fit(audio: FloatArray, length: int) -> FloatArray:
+    if audio.shape[0] >= length:
+        start = (audio.shape[0] - length) // 2
+        return audio[start : start + length]
+    out = np.zeros(length, dtype=np.float32)
+    out[(length - audio.shape[0]) // 2 :][: audio.shape[0]] = audio
+    return out
+
+
+def reject(name: str, files: Sequence[Path], encoder: Encoder, store: TemplateStore, state_dir: str) -> int:
+    """Add negative templates to `name`: from files, or from the audio of its last detection."""
+    if not files:
+        last = detection_audio_path(state_dir, name)
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"{last}: no recorded detection of {name!r} to reject; pass audio files instead"
+            )
+        files = [last]
+    windows = np.stack([_fit(load_audio(path), encoder.window_samples) for path in files])
+    store.add_negative(name, encoder.embed_windows(windows))
+    return len(files)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    detections: list[Detection]
+    seconds: float
+    windows: int
+    windows_gated: int
+
+
+def replay(
+    audio: FloatArray,
+    encoder: Encoder,
+    templates: Sequence[Template],
+    settings: DetectorSettings,
+    chunk_samples: int = 1600,
+) -> ReplayResult:
+    """Run the daemon's detector over a whole recording, chunk by chunk, as the live loop does."""
+    detector = Detector(encoder, templates, settings)
+    detections: list[Detection] = []
+    for start in range(0, audio.shape[0], chunk_samples):
+        detections.extend(detector.push(audio[start : start + chunk_samples]))
+    return ReplayResult(
+        detections, audio.shape[0] / SAMPLE_RATE, detector.windows_evaluated, detector.windows_gated
+    )
+
+
+def embed_files(files: Sequence[Path], encoder: Encoder, hop_ms: int) -> dict[str, Any]:
+    """Every window's embedding of each file, computed by the daemon's detector (streaming MFCC, gate off)."""
+    embeddings: list[FloatArray] = []
+    starts: list[float] = []
+    file_index: list[int] = []
+    for index, path in enumerate(files):
+        collected: list[WindowResult] = []
+        detector = Detector(
+            encoder, (), DetectorSettings(hop_ms=hop_ms, gate=False), on_window=collected.append
+        )
+        audio = load_audio(path)
+        for start in range(0, audio.shape[0], 1600):
+            detector.push(audio[start : start + 1600])
+        if not collected:
+            log.warning(
+                "%s: shorter than one model window (%d samples): no embedding", path, encoder.window_samples
+            )
+        for result in collected:
+            assert result.embedding is not None
+            embeddings.append(result.embedding)
+            starts.append(result.start_sample / SAMPLE_RATE)
+            file_index.append(index)
+    dim = encoder.embedding_dim
+    return {
+        "embeddings": np.stack(embeddings) if embeddings else np.zeros((0, dim), dtype=np.float32),
+        "start_s": np.array(starts, dtype=np.float64),
+        "file_index": np.array(file_index, dtype=np.int32),
+        "files": np.array([str(f) for f in files]),
+        "window_samples": np.array(encoder.window_samples),
+        "model_sha256": np.array(encoder.sha256),
+    }
+
+
+def score_against_truth(
+    detection_times_s: Sequence[float], truth_path: Path, window_s: float
+) -> dict[str, Any]:
+    """Compare detection times with a ground-truth JSON ({"keyword": k, "events": [{"word", "start_s", "end_s"}]}).
+
+    A detection (made at the end of its window) is a hit when a keyword utterance overlaps its window
+    (time - window_s, time]; each utterance counts once. Every other detection is a false alarm.
+    """
+    truth = json.loads(truth_path.read_text())
+    keyword = truth["keyword"]
+    targets = [e for e in truth["events"] if e["word"] == keyword]
+    matched: set[int] = set()
+    false_alarms = []
+    for end in detection_times_s:
+        found = next(
+            (
+                i
+                for i, e in enumerate(targets)
+                if i not in matched and e["start_s"] < end and e["end_s"] > end - window_s
+            ),
+            None,
+        )
+        if found is None:
+            false_alarms.append(round(end, 3))
+        else:
+            matched.add(found)
+    return {
+        "keyword": keyword,
+        "utterances": len(targets),
+        "detected": len(matched),
+        "missed_at_s": [t["start_s"] for i, t in enumerate(targets) if i not in matched],
+        "false_alarms": len(false_alarms),
+        "false_alarms_at_s": false_alarms,
+        "other_words": len(truth["events"]) - len(targets),
+        "audio_s": truth.get("seconds"),
+    }

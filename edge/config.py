@@ -1,0 +1,299 @@
+"""The daemon's configuration: one TOML file read into frozen dataclasses, every value validated.
+
+Precedence: command-line options over the TOML file over the defaults here. Unknown sections or keys and
+bad values raise `ConfigError` naming the key (`detector.hop_ms: ...`). Every field is documented in
+`edge/default_config.toml`, which a test keeps in step with these classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AudioConfig",
+    "Config",
+    "ConfigError",
+    "DetectorConfig",
+    "GpioConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "ServiceConfig",
+    "StateConfig",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/udkws/config.toml")
+SHIPPED_DEFAULTS = Path(__file__).with_name("default_config.toml")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "/usr/share/udkws/udkws_int8.tflite"
+    num_threads: int = 1
+
+    def validate(self, section: str) -> None:
+        _require(bool(self.path), f"{section}.path", "must not be empty")
+        _require(1 <= self.num_threads <= 8, f"{section}.num_threads", f"must be 1-8, got {self.num_threads}")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    source: str = "mic"
+    file: str = ""
+    device: str = ""
+    sample_rate: int = 0
+    chunk_ms: int = 100
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+
+    def validate(self, section: str) -> None:
+        _require(
+            self.source in ("mic", "stdin", "file"),
+            f"{section}.source",
+            f"must be 'mic', 'stdin' or 'file', got {self.source!r}",
+        )
+        _require(
+            self.source != "file" or bool(self.file), f"{section}.file", "source = 'file' needs a file path"
+        )
+        _require(
+            self.sample_rate in (0, 16000, 22050, 32000, 44100, 48000),
+            f"{section}.sample_rate",
+            f"must be 0 (auto) or one of 16000, 22050, 32000, 44100, 48000, got {self.sample_rate}",
+        )
+        _require(10 <= self.chunk_ms <= 500, f"{section}.chunk_ms", f"must be 10-500, got {self.chunk_ms}")
+        _require(
+            0 < self.retry_initial_s <= self.retry_max_s,
+            f"{section}.retry_initial_s",
+            "must be > 0 and <= retry_max_s",
+        )
+        _require(self.retry_max_s <= 300, f"{section}.retry_max_s", f"must be <= 300, got {self.retry_max_s}")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    hop_ms: int = 100
+    threshold: float = 0.67
+    trigger_level: int = 2
+    trigger_window: int = 3
+    refractory_ms: int = 1500
+    gate: bool = True
+    gate_dbfs: float = -45.0
+
+    def validate(self, section: str) -> None:
+        _require(
+            10 <= self.hop_ms <= 1000 and self.hop_ms % 10 == 0,
+            f"{section}.hop_ms",
+            f"must be a multiple of 10 in 10-1000 (the MFCC hop), got {self.hop_ms}",
+        )
+        _require(
+            -1.0 <= self.threshold <= 1.0,
+            f"{section}.threshold",
+            f"must be a cosine in [-1, 1], got {self.threshold}",
+        )
+        _require(
+            1 <= self.trigger_window <= 50,
+            f"{section}.trigger_window",
+            f"must be 1-50, got {self.trigger_window}",
+        )
+        _require(
+            1 <= self.trigger_level <= self.trigger_window,
+            f"{section}.trigger_level",
+            f"must be 1..trigger_window ({self.trigger_window}), got {self.trigger_level}",
+        )
+        _require(
+            0 <= self.refractory_ms <= 60000,
+            f"{section}.refractory_ms",
+            f"must be 0-60000, got {self.refractory_ms}",
+        )
+        _require(
+            -120.0 <= self.gate_dbfs <= 0.0,
+            f"{section}.gate_dbfs",
+            f"must be in [-120, 0] dBFS, got {self.gate_dbfs}",
+        )
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: str = "/var/lib/udkws"
+    reload_s: float = 2.0
+    keep_detection_audio: bool = True
+
+    def validate(self, section: str) -> None:
+        _require(bool(self.dir), f"{section}.dir", "must not be empty")
+        _require(
+            0.1 <= self.reload_s <= 3600, f"{section}.reload_s", f"must be 0.1-3600, got {self.reload_s}"
+        )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    json_events: bool = True
+    hook_timeout_s: float = 10.0
+    hook_workers: int = 2
+
+    def validate(self, section: str) -> None:
+        _require(
+            0 < self.hook_timeout_s <= 600,
+            f"{section}.hook_timeout_s",
+            f"must be in (0, 600], got {self.hook_timeout_s}",
+        )
+        _require(
+            1 <= self.hook_workers <= 16, f"{section}.hook_workers", f"must be 1-16, got {self.hook_workers}"
+        )
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    enabled: bool = True
+    led_pin: int = 17
+    button_pin: int = 27
+    keyword_pins: tuple[int, ...] = (22, 23, 24)
+    hold_s: float = 2.0
+    bounce_s: float = 0.05
+    double_press_s: float = 0.6
+    confirm_s: float = 5.0
+    takes: int = 3
+
+    def validate(self, section: str) -> None:
+        for key, pin in (
+            ("led_pin", self.led_pin),
+            ("button_pin", self.button_pin),
+            *((f"keyword_pins[{i}]", p) for i, p in enumerate(self.keyword_pins)),
+        ):
+            _require(0 <= pin <= 27, f"{section}.{key}", f"must be a BCM GPIO number 0-27, got {pin}")
+        used = [self.led_pin, self.button_pin, *self.keyword_pins]
+        _require(len(set(used)) == len(used), f"{section}.keyword_pins", f"pins must all differ, got {used}")
+        _require(0.3 <= self.hold_s <= 10, f"{section}.hold_s", f"must be 0.3-10 s, got {self.hold_s}")
+        _require(0 <= self.bounce_s <= 0.5, f"{section}.bounce_s", f"must be 0-0.5 s, got {self.bounce_s}")
+        _require(
+            0.1 <= self.double_press_s <= 2,
+            f"{section}.double_press_s",
+            f"must be 0.1-2 s, got {self.double_press_s}",
+        )
+        _require(1 <= self.confirm_s <= 60, f"{section}.confirm_s", f"must be 1-60 s, got {self.confirm_s}")
+        _require(1 <= self.takes <= 10, f"{section}.takes", f"must be 1-10, got {self.takes}")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    log_level: str = "INFO"
+
+    def validate(self, section: str) -> None:
+        _require(
+            self.log_level in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            f"{section}.log_level",
+            f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}",
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def validate(self) -> Config:
+        for section in dataclasses.fields(self):
+            getattr(self, section.name).validate(section.name)
+        return self
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """Apply dotted overrides (`{"detector.threshold": 0.8}`), as the CLI does; validated."""
+        sections: dict[str, dict[str, Any]] = {}
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            sections.setdefault(section, {})[key] = value
+        return _build(sections, base=self, where="command line")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return _coerce(value, options[0], key)
+    if origin is tuple:
+        _require(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
+        inner = get_args(annotation)[0]
+        return tuple(_coerce(item, inner, f"{key}[{i}]") for i, item in enumerate(value))
+    if annotation is bool:
+        _require(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        _require(
+            isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}"
+        )
+        return value
+    if annotation is float:
+        _require(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            key,
+            f"expected a number, got {value!r}",
+        )
+        return float(value)
+    if annotation is str:
+        _require(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation}")
+
+
+def _build(sections: dict[str, Any], base: Config, where: str) -> Config:
+    section_types = get_type_hints(Config)
+    replaced: dict[str, Any] = {}
+    for section_name, values in sections.items():
+        if section_name not in section_types:
+            raise ConfigError(
+                f"{section_name}: unknown section in {where}; expected one of {sorted(section_types)}"
+            )
+        _require(isinstance(values, dict), section_name, f"expected a table [{section_name}], got {values!r}")
+        section_type = section_types[section_name]
+        hints = get_type_hints(section_type)
+        changes = {}
+        for key, value in values.items():
+            dotted = f"{section_name}.{key}"
+            if key not in hints:
+                raise ConfigError(f"{dotted}: unknown key in {where}; [{section_name}] takes {sorted(hints)}")
+            changes[key] = _coerce(value, hints[key], dotted)
+        replaced[section_name] = dataclasses.replace(getattr(base, section_name), **changes)
+    return dataclasses.replace(base, **replaced).validate()
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file (if `path` is given, or /etc/udkws/config.toml exists), then overrides.
+
+    An explicitly given path must exist; the system path is optional.
+    """
+    config = Config()
+    chosen = (
+        Path(path) if path is not None else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None)
+    )
+    if chosen is not None:
+        if not chosen.is_file():
+            raise ConfigError(f"{chosen}: no such configuration file")
+        try:
+            raw = tomllib.loads(chosen.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"{chosen}: not valid TOML ({error})") from error
+        config = _build(raw, config, str(chosen))
+    config.validate()
+    return config.with_overrides(overrides) if overrides else config

@@ -1,0 +1,276 @@
+"""Streaming detection: MFCC frames -> one model window every hop -> cosine against each keyword.
+
+All timing is on the audio sample clock (samples pushed so far), so replaying a file gives exactly the
+detections a live run over the same audio would give. Per window: an energy gate may skip the encoder on
+silence; otherwise the L2-normalised embedding is scored against every template (cosine); a keyword's window
+counts as a hit when its score reaches its threshold and no negative template of that keyword (audio marked as
+a false trigger) resembles the window more than the keyword does. A detection needs `trigger_level` hits among
+the last `trigger_window` windows, after which that keyword is silent for the refractory period.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.frontend import DEFAULT_CONFIG, StreamingMfcc
+from edge.model import Encoder
+from edge.templates import Template
+
+__all__ = ["Detection", "Detector", "DetectorSettings", "KeywordMatcher", "TriggerSmoother", "WindowResult"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+SAMPLE_RATE = DEFAULT_CONFIG.sample_rate
+HOP = DEFAULT_CONFIG.hop_samples
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """The detector's knobs (the daemon fills them from `DetectorConfig`)."""
+
+    hop_ms: int = 100
+    threshold: float = 0.67
+    trigger_level: int = 2
+    trigger_window: int = 3
+    refractory_ms: int = 1500
+    gate: bool = True
+    gate_dbfs: float = -45.0
+
+    def __post_init__(self) -> None:
+        if self.hop_ms <= 0 or (self.hop_ms * SAMPLE_RATE // 1000) % HOP:
+            raise ValueError(
+                f"hop_ms must be a positive multiple of {1000 * HOP // SAMPLE_RATE} ms, got {self.hop_ms}"
+            )
+        if not 1 <= self.trigger_level <= self.trigger_window:
+            raise ValueError(
+                f"trigger_level must be 1..trigger_window ({self.trigger_window}), got {self.trigger_level}"
+            )
+
+
+class TriggerSmoother:
+    """`level` hits among the last `window` evaluations fire once; then silence for `refractory` samples."""
+
+    def __init__(self, level: int, window: int, refractory_samples: int) -> None:
+        if not 1 <= level <= window:
+            raise ValueError(f"TriggerSmoother: need 1 <= level <= window, got {level}, {window}")
+        self.level = level
+        self.refractory_samples = refractory_samples
+        self._hits: deque[bool] = deque(maxlen=window)
+        self._silent_until = -1
+
+    def update(self, hit: bool, sample_time: int) -> bool:
+        """Record one evaluation at `sample_time` (end of its window); True when this one fires."""
+        if sample_time < self._silent_until:
+            return False
+        self._hits.append(hit)
+        if hit and sum(self._hits) >= self.level:
+            self._hits.clear()
+            self._silent_until = sample_time + self.refractory_samples
+            return True
+        return False
+
+    def reset(self) -> None:
+        self._hits.clear()
+
+
+@dataclass(frozen=True)
+class KeywordScores:
+    scores: FloatArray  # [K] cosine with each template
+    negative_scores: FloatArray  # [K] best cosine with that keyword's negatives (-inf when none)
+    hits: npt.NDArray[np.bool_]  # [K]
+
+
+class KeywordMatcher:
+    """Cosine scoring of one embedding against every keyword, with per-keyword thresholds and negatives."""
+
+    def __init__(self, templates: Sequence[Template], default_threshold: float) -> None:
+        self.templates = list(templates)
+        self.names = [t.name for t in self.templates]
+        dim = self.templates[0].embedding.shape[0] if self.templates else 0
+        self._matrix = (
+            np.stack([t.embedding for t in self.templates]) if self.templates else np.zeros((0, dim))
+        )
+        self.thresholds = np.array(
+            [default_threshold if t.threshold is None else t.threshold for t in self.templates],
+            dtype=np.float32,
+        )
+        self._negatives = [t.negatives for t in self.templates]
+
+    def __len__(self) -> int:
+        return len(self.templates)
+
+    def score(self, embedding: FloatArray) -> KeywordScores:
+        scores = (self._matrix @ embedding).astype(np.float32)
+        negative = np.array(
+            [float(np.max(n @ embedding)) if n.shape[0] else -np.inf for n in self._negatives],
+            dtype=np.float32,
+        )
+        hits = (scores >= self.thresholds) & ~(negative > scores)
+        return KeywordScores(scores, negative, hits)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One evaluated model window: [start_sample, end_sample) on the sample clock."""
+
+    start_sample: int
+    end_sample: int
+    peak_dbfs: float
+    gated: bool
+    embedding: FloatArray | None
+    scores: KeywordScores | None
+
+
+@dataclass(frozen=True)
+class Detection:
+    keyword: str
+    score: float
+    threshold: float
+    start_sample: int
+    end_sample: int
+    pin: int | None
+    hook: str | None
+    audio: FloatArray = field(repr=False)
+
+    @property
+    def time_s(self) -> float:
+        """When the detection was made: the end of the window that completed it."""
+        return self.end_sample / SAMPLE_RATE
+
+    def to_event(self) -> dict[str, object]:
+        return {
+            "event": "detection",
+            "keyword": self.keyword,
+            "time_s": round(self.time_s, 3),
+            "window_start_s": round(self.start_sample / SAMPLE_RATE, 3),
+            "score": round(self.score, 4),
+            "threshold": round(self.threshold, 4),
+            "pin": self.pin,
+        }
+
+
+class Detector:
+    """Push 16 kHz float32 chunks; get the detections they complete. Not thread-safe."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        templates: Sequence[Template] = (),
+        settings: DetectorSettings | None = None,
+        on_window: Callable[[WindowResult], None] | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.settings = settings or DetectorSettings()
+        self.on_window = on_window
+        self.frames = encoder.frames
+        self.window_samples = encoder.window_samples
+        self.hop_frames = self.settings.hop_ms * SAMPLE_RATE // 1000 // HOP
+        self.samples_seen = 0  # the sample clock
+        self.windows_evaluated = 0
+        self.windows_gated = 0
+        self._gate_energy = 10.0 ** (self.settings.gate_dbfs / 10.0)
+        self._set_templates(templates)
+        self._reset_stream_state()
+
+    def _reset_stream_state(self) -> None:
+        self._mfcc = StreamingMfcc()
+        self._stream_start = self.samples_seen  # sample clock at the first sample of this stream segment
+        self._ring = np.zeros((self.frames, DEFAULT_CONFIG.n_mfcc), dtype=np.float32)
+        self._ring_filled = 0
+        self._history = np.zeros(0, dtype=np.float32)
+        self._history_start = self.samples_seen
+
+    def _set_templates(self, templates: Sequence[Template]) -> None:
+        old = getattr(self, "_smoothers", {})
+        self.matcher = KeywordMatcher(templates, self.settings.threshold)
+        refractory = self.settings.refractory_ms * SAMPLE_RATE // 1000
+        self._smoothers: dict[str, TriggerSmoother] = {
+            name: old.get(name)
+            or TriggerSmoother(self.settings.trigger_level, self.settings.trigger_window, refractory)
+            for name in self.matcher.names
+        }
+
+    def set_templates(self, templates: Sequence[Template]) -> None:
+        """Swap the keyword set (reload); the state of keywords that stay is kept."""
+        self._set_templates(templates)
+
+    def discontinuity(self) -> None:
+        """The audio broke (device reopened): restart the window, keep the clock and refractory periods."""
+        for smoother in self._smoothers.values():
+            smoother.reset()
+        self._reset_stream_state()
+
+    def push(self, chunk: npt.ArrayLike) -> list[Detection]:
+        samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if samples.size == 0:
+            return []
+        self._history = np.concatenate((self._history, samples))
+        self.samples_seen += samples.shape[0]
+        frames = self._mfcc.push(samples)
+        detections: list[Detection] = []
+        first_frame_index = self._mfcc.frames_emitted - frames.shape[0]
+        for offset, frame in enumerate(frames):
+            self._ring[:-1] = self._ring[1:]
+            self._ring[-1] = frame
+            self._ring_filled = min(self.frames, self._ring_filled + 1)
+            emitted = first_frame_index + offset + 1
+            if emitted >= self.frames and (emitted - self.frames) % self.hop_frames == 0:
+                start = self._stream_start + (emitted - self.frames) * HOP
+                detections.extend(self._evaluate(start))
+        keep_from = self.samples_seen - self.window_samples - HOP * self.hop_frames
+        if keep_from > self._history_start:
+            self._history = self._history[keep_from - self._history_start :]
+            self._history_start = keep_from
+        return detections
+
+    def _window_audio(self, start: int) -> FloatArray:
+        offset = start - self._history_start
+        return self._history[offset : offset + self.window_samples]
+
+    def _evaluate(self, start: int) -> list[Detection]:
+        end = start + self.window_samples
+        audio = self._window_audio(start)
+        blocks = audio[: audio.shape[0] // HOP * HOP].reshape(-1, HOP).astype(np.float64)
+        peak_energy = float(np.max(np.mean(blocks * blocks, axis=1))) if blocks.size else 0.0
+        peak_dbfs = 10.0 * np.log10(max(peak_energy, 1e-12))
+        self.windows_evaluated += 1
+        gated = self.settings.gate and peak_energy < self._gate_energy
+        embedding: FloatArray | None = None
+        scores: KeywordScores | None = None
+        if gated:
+            self.windows_gated += 1
+            for smoother in self._smoothers.values():
+                smoother.update(False, end)
+        elif len(self.matcher) or self.on_window is not None:
+            embedding = self.encoder.embed_features(self._ring)[0]
+        detections: list[Detection] = []
+        if embedding is not None and len(self.matcher):
+            scores = self.matcher.score(embedding)
+            for k, name in enumerate(self.matcher.names):
+                if self._smoothers[name].update(bool(scores.hits[k]), end):
+                    template = self.matcher.templates[k]
+                    detections.append(
+                        Detection(
+                            name,
+                            float(scores.scores[k]),
+                            float(self.matcher.thresholds[k]),
+                            start,
+                            end,
+                            template.pin,
+                            template.hook,
+                            audio.copy(),
+                        )
+                    )
+        if self.on_window is not None:
+            self.on_window(WindowResult(start, end, peak_dbfs, gated, embedding, scores))
+        if len(detections) > 1:
+            # One sound, one keyword: the best-scoring one wins.
+            detections = [max(detections, key=lambda d: d.score - d.threshold)]
+        return detections

@@ -1,0 +1,225 @@
+"""Takes for enrollment: cut one utterance from a 16 kHz stream, check it, and window it for the encoder.
+
+`VoiceActivityCutter` finds one utterance (frame energy against an adaptive noise floor, with an onset count
+and a hangover) and returns it with a little padding. `check_signal` and `check_consistency` refuse a take
+with one distinct reason each. `take_window` centres the word in the model's window with the recording's own
+sound around it. Numpy only; `edge.enrollment` drives these from the button.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "SAMPLE_RATE",
+    "Rejection",
+    "Segment",
+    "TakeChecks",
+    "VadConfig",
+    "VoiceActivityCutter",
+    "check_consistency",
+    "check_signal",
+    "take_window",
+]
+
+FloatArray = npt.NDArray[np.float32]
+SAMPLE_RATE = 16000
+
+
+class Rejection(StrEnum):
+    TOO_QUIET = "too quiet"
+    CLIPPED = "clipped"
+    TOO_SHORT = "too short"
+    TOO_LONG = "longer than the model window"
+    INCONSISTENT = "inconsistent with the other takes"
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    frame_samples: int = 320  # 20 ms
+    floor_dbfs: float = -60.0  # nothing quieter than this is speech, whatever the noise floor
+    margin_db: float = 12.0  # speech is this far above the running noise floor
+    onset_frames: int = 3  # 60 ms above threshold starts an utterance
+    hangover_frames: int = 15  # 300 ms below threshold ends it
+    pre_pad_samples: int = 2400  # 150 ms kept before the onset
+    post_pad_samples: int = 1600  # 100 ms kept after the last speech frame
+    noise_rise: float = 0.05  # the floor rises slowly (and drops at once)
+
+
+@dataclass(frozen=True)
+class TakeChecks:
+    quiet_dbfs: float = -45.0  # the loudest 20 ms frame of a take must reach this
+    clip_level: float = 0.99
+    max_clipped_fraction: float = 0.001
+    min_speech_seconds: float = 0.15
+    consistency_threshold: float = 0.5  # cosine of a take to the mean of the others
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Sample offsets into the cutter's recording: [start, end) is the padded cut, speech_* the voiced part."""
+
+    start: int
+    end: int
+    speech_start: int
+    speech_end: int
+    too_long: bool = False
+
+    @property
+    def speech_samples(self) -> int:
+        return self.speech_end - self.speech_start
+
+
+def _frame_dbfs(frames: FloatArray) -> npt.NDArray[np.float64]:
+    power = np.mean(np.square(frames, dtype=np.float64), axis=-1)
+    levels: npt.NDArray[np.float64] = 10.0 * np.log10(np.maximum(power, 1e-12))
+    return levels
+
+
+class VoiceActivityCutter:
+    """Feed audio with `push`; it returns the first complete utterance as a `Segment` (then stays done)."""
+
+    def __init__(
+        self, max_speech_samples: int, max_recording_samples: int, config: VadConfig = VadConfig()
+    ) -> None:
+        self.config = config
+        self.max_speech_samples = max_speech_samples
+        self.max_recording_samples = max_recording_samples
+        self._chunks: list[FloatArray] = []
+        self._samples = 0
+        self._analysed = 0  # samples already framed
+        self._noise_db: float | None = None
+        self._run = 0  # consecutive frames above (before onset) or below (after) threshold
+        self._speech_start: int | None = None
+        self._last_speech_end = 0
+        self.segment: Segment | None = None
+
+    @property
+    def recording(self) -> FloatArray:
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.float32)
+
+    @property
+    def in_speech(self) -> bool:
+        return self._speech_start is not None
+
+    @property
+    def limit(self) -> int:
+        return self.max_recording_samples
+
+    @property
+    def samples(self) -> int:
+        return self._samples
+
+    def push(self, chunk: npt.ArrayLike) -> Segment | None:
+        """Record `chunk`; the utterance once it has ended. Recording goes on after it (up to the maximum)."""
+        samples = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        room = self.max_recording_samples - self._samples
+        if self.segment is not None and room <= 0:
+            return self.segment
+        samples = samples[:room] if self.segment is not None else samples
+        self._chunks.append(samples)
+        self._samples += samples.shape[0]
+        if self.segment is not None:
+            return self.segment
+        audio = self.recording
+        self._chunks = [audio]
+        size = self.config.frame_samples
+        while self.segment is None and self._analysed + size <= self._samples:
+            frame = audio[self._analysed : self._analysed + size]
+            self._analysed += size
+            self._step(float(_frame_dbfs(frame)), self._analysed)
+        if (
+            self.segment is None
+            and self._samples >= self.max_recording_samples
+            and self._speech_start is not None
+        ):
+            self._finish(too_long=True)  # never-ending "speech" (a fan, music): give up on this take
+        return self.segment
+
+    def _step(self, level_db: float, frame_end: int) -> None:
+        cfg = self.config
+        if self._noise_db is None:
+            self._noise_db = level_db
+        threshold = max(cfg.floor_dbfs, self._noise_db + cfg.margin_db)
+        loud = level_db >= threshold
+        if self._speech_start is None:
+            if not loud:
+                self._noise_db = min(level_db, self._noise_db + cfg.noise_rise * (level_db - self._noise_db))
+            self._run = self._run + 1 if loud else 0
+            if self._run >= cfg.onset_frames:
+                self._speech_start = frame_end - cfg.onset_frames * cfg.frame_samples
+                self._last_speech_end, self._run = frame_end, 0
+            return
+        if loud:
+            self._last_speech_end, self._run = frame_end, 0
+        else:
+            self._run += 1
+            if self._run >= cfg.hangover_frames:
+                self._finish(too_long=False)
+
+    def _finish(self, too_long: bool) -> None:
+        assert self._speech_start is not None
+        speech_start, speech_end = self._speech_start, self._last_speech_end
+        too_long = too_long or speech_end - speech_start > self.max_speech_samples
+        self.segment = Segment(
+            start=max(0, speech_start - self.config.pre_pad_samples),
+            end=min(self._samples, speech_end + self.config.post_pad_samples),
+            speech_start=speech_start,
+            speech_end=speech_end,
+            too_long=too_long,
+        )
+
+
+def check_signal(
+    audio: FloatArray, segment: Segment, checks: TakeChecks, frame_samples: int = 320
+) -> str | None:
+    """A `Rejection` value with details for a bad take's signal, or None when it is fine. Order: worst first."""
+    if segment.too_long:
+        return f"{Rejection.TOO_LONG}: {segment.speech_samples / SAMPLE_RATE:.2f} s of speech"
+    speech = audio[segment.speech_start : segment.speech_end]
+    seconds = speech.shape[0] / SAMPLE_RATE
+    if seconds < checks.min_speech_seconds:
+        return f"{Rejection.TOO_SHORT}: {seconds:.2f} s of speech, at least {checks.min_speech_seconds} s expected"
+    usable = speech[: speech.shape[0] // frame_samples * frame_samples].reshape(-1, frame_samples)
+    loudest = float(np.max(_frame_dbfs(usable)))
+    if loudest < checks.quiet_dbfs:
+        return f"{Rejection.TOO_QUIET}: peak {loudest:.1f} dBFS, at least {checks.quiet_dbfs} dBFS expected"
+    cut = audio[segment.start : segment.end]
+    clipped = float(np.mean(np.abs(cut) >= checks.clip_level))
+    if clipped > checks.max_clipped_fraction:
+        return f"{Rejection.CLIPPED}: {100 * clipped:.2f} % of samples at full scale"
+    return None
+
+
+def take_window(audio: FloatArray, segment: Segment, window_samples: int) -> FloatArray:
+    """The model window centred on the speech, with the recording's own sound around it (zeros only past its ends).
+
+    The detector sees speech inside ambient sound, so the template is made the same way rather than from
+    zero-padded cuts.
+    """
+    centre = (segment.speech_start + segment.speech_end) // 2
+    start = centre - window_samples // 2
+    window = np.zeros(window_samples, dtype=np.float32)
+    lo, hi = max(0, start), min(audio.shape[0], start + window_samples)
+    window[lo - start : hi - start] = audio[lo:hi]
+    return window
+
+
+def check_consistency(embeddings: FloatArray, threshold: float) -> tuple[int, float] | None:
+    """(index, cosine) of the take least like the mean of the others when that cosine is below `threshold`.
+
+    With two takes the pair is symmetric, so the newest (last) one is blamed.
+    """
+    if embeddings.shape[0] < 2:
+        return None
+    units = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    scores = []
+    for i in range(units.shape[0]):
+        others = np.delete(units, i, axis=0).mean(axis=0)
+        scores.append(float(units[i] @ others / max(float(np.linalg.norm(others)), 1e-12)))
+    worst = units.shape[0] - 1 if units.shape[0] == 2 else int(np.argmin(scores))
+    return (worst, scores[worst]) if scores[worst] < threshold else None

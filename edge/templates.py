@@ -1,0 +1,323 @@
+"""Enrolled keywords on disk: one JSON file per keyword in the state directory, written atomically.
+
+Each `<name>.json` holds the keyword's template (mean of L2-normalised take embeddings, re-normalised), its
+negative templates (embeddings of audio marked as false triggers), threshold, GPIO pin, hook command, creation
+time, number of takes, and the sha256 of the model and the front-end fingerprint it was made with. Every write
+goes to a temp file (fsync, rename) after the current file is copied to `<name>.json.bak`; a corrupt file is
+replaced by its `.bak` when read (the problem is logged). `signature()` changes whenever any file changes, so
+the daemon can reload without a restart.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime as dt
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "TEMPLATE_FORMAT",
+    "Template",
+    "TemplateError",
+    "TemplateMismatchError",
+    "TemplateStore",
+    "atomic_write_bytes",
+    "check_keyword_name",
+]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+TEMPLATE_FORMAT = "udkws-template/1"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SUFFIX = ".json"
+_BAK = ".bak"
+
+
+class TemplateError(ValueError):
+    """A template file is missing, unreadable or invalid, or a name is not allowed."""
+
+
+class TemplateMismatchError(TemplateError):
+    """A template was made with another model or front end than the one running."""
+
+
+def check_keyword_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise TemplateError(
+            f"keyword name {name!r}: expected 1-64 characters of letters, digits, '_', '-', '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def atomic_write_bytes(path: Path, data: bytes, keep_backup: bool = True) -> None:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
+
+    With `keep_backup`, the current file (if any) is first copied to `path.bak` the same way, so both the
+    new and the previous version are always complete files.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_backup and path.is_file():
+        _write_then_rename(path.with_name(path.name + _BAK), path.read_bytes())
+    _write_then_rename(path, data)
+
+
+def _write_then_rename(path: Path, data: bytes) -> None:
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _unit(vector: npt.ArrayLike, what: str) -> FloatArray:
+    array = np.asarray(vector, dtype=np.float32)
+    if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
+        raise TemplateError(
+            f"{what}: expected a non-empty 1-D vector of finite numbers, got shape {array.shape}"
+        )
+    norm = float(np.linalg.norm(array))
+    if norm == 0.0:
+        raise TemplateError(f"{what}: the vector is all zeros")
+    unit: FloatArray = (array / norm).astype(np.float32)
+    return unit
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Template:
+    """One enrolled keyword. `embedding` and each row of `negatives` are L2-normalised."""
+
+    name: str
+    embedding: FloatArray
+    model_sha256: str
+    frontend_fingerprint: str
+    threshold: float | None = None  # None: the configured default
+    pin: int | None = None
+    hook: str | None = None
+    takes: int = 0
+    created: str = field(default_factory=_now)
+    negatives: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+    def __post_init__(self) -> None:
+        check_keyword_name(self.name)
+        object.__setattr__(self, "embedding", _unit(self.embedding, f"template {self.name}: embedding"))
+        negatives = np.asarray(self.negatives, dtype=np.float32)
+        if negatives.size == 0:
+            negatives = np.zeros((0, self.embedding.shape[0]), dtype=np.float32)
+        if negatives.ndim != 2 or negatives.shape[1] != self.embedding.shape[0]:
+            raise TemplateError(
+                f"template {self.name}: negatives must be [K, {self.embedding.shape[0]}], got {negatives.shape}"
+            )
+        rows = [_unit(row, f"template {self.name}: negative {i}") for i, row in enumerate(negatives)]
+        stacked = np.stack(rows) if rows else negatives
+        object.__setattr__(self, "negatives", stacked.astype(np.float32))
+        if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
+            raise TemplateError(f"template {self.name}: threshold must be in [-1, 1], got {self.threshold}")
+        if self.pin is not None and not 0 <= self.pin <= 63:
+            raise TemplateError(f"template {self.name}: pin must be a GPIO number 0-63, got {self.pin}")
+        if self.takes < 0:
+            raise TemplateError(f"template {self.name}: takes must be >= 0, got {self.takes}")
+
+    @classmethod
+    def from_takes(
+        cls,
+        name: str,
+        take_embeddings: npt.ArrayLike,
+        model_sha256: str,
+        frontend_fingerprint: str,
+        **extra: Any,
+    ) -> Template:
+        """Mean of the L2-normalised take embeddings [K, D], re-normalised (the paper's prototype)."""
+        takes = np.asarray(take_embeddings, dtype=np.float32)
+        if takes.ndim != 2 or takes.shape[0] == 0:
+            raise TemplateError(
+                f"template {name}: expected take embeddings [K, D] with K >= 1, got {takes.shape}"
+            )
+        units = takes / np.maximum(np.linalg.norm(takes, axis=1, keepdims=True), 1e-12)
+        return cls(
+            name, units.mean(axis=0), model_sha256, frontend_fingerprint, takes=takes.shape[0], **extra
+        )
+
+    def with_negative(self, embedding: npt.ArrayLike) -> Template:
+        row = _unit(embedding, f"template {self.name}: new negative")[None]
+        return replace(self, negatives=np.concatenate([self.negatives, row]))
+
+    def check_model(self, model_sha256: str, frontend_fingerprint: str) -> None:
+        """Raise TemplateMismatchError unless this template was made with this model and front end."""
+        problems = []
+        if self.model_sha256 != model_sha256:
+            problems.append(f"model {self.model_sha256[:12]}... (running {model_sha256[:12]}...)")
+        if self.frontend_fingerprint != frontend_fingerprint:
+            problems.append(f"front end {self.frontend_fingerprint} (running {frontend_fingerprint})")
+        if problems:
+            raise TemplateMismatchError(
+                f"keyword {self.name!r} was enrolled with another {' and '.join(problems)}; its template is "
+                f"not valid for this model. Re-enroll it: `kws-edge remove {self.name}` then "
+                f"`kws-edge enroll {self.name} take1.wav take2.wav take3.wav` (or the button)"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": TEMPLATE_FORMAT,
+            "name": self.name,
+            "embedding": [round(float(v), 7) for v in self.embedding],
+            "negatives": [[round(float(v), 7) for v in row] for row in self.negatives],
+            "threshold": self.threshold,
+            "pin": self.pin,
+            "hook": self.hook,
+            "takes": self.takes,
+            "created": self.created,
+            "model_sha256": self.model_sha256,
+            "frontend_fingerprint": self.frontend_fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Any, where: str) -> Template:
+        if not isinstance(raw, dict):
+            raise TemplateError(f"{where}: expected a JSON object")
+        if raw.get("format") != TEMPLATE_FORMAT:
+            raise TemplateError(f"{where}: format {raw.get('format')!r}, expected {TEMPLATE_FORMAT!r}")
+        known = set(cls.__dataclass_fields__) | {"format"}
+        unknown = set(raw) - known
+        if unknown:
+            raise TemplateError(f"{where}: unknown field(s) {sorted(unknown)}")
+        values = {key: value for key, value in raw.items() if key != "format"}
+        missing = {"name", "embedding", "model_sha256", "frontend_fingerprint"} - set(values)
+        if missing:
+            raise TemplateError(f"{where}: missing field(s) {sorted(missing)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise TemplateError(f"{where}: {error}") from error
+
+
+class TemplateStore:
+    """The state directory's keywords. Safe against crashes mid-write; one writer at a time is assumed."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir)
+
+    def path_for(self, name: str) -> Path:
+        return self.state_dir / "keywords" / f"{check_keyword_name(name)}{_SUFFIX}"
+
+    def add(self, template: Template) -> Path:
+        """Save (create or replace) a keyword; the replaced version is kept as `.bak`."""
+        path = self.path_for(template.name)
+        atomic_write_bytes(path, (json.dumps(template.to_json(), indent=1) + "\n").encode())
+        log.info(
+            "saved keyword %r (%d takes, %d negatives) to %s",
+            template.name,
+            template.takes,
+            template.negatives.shape[0],
+            path,
+        )
+        return path
+
+    def remove(self, name: str) -> None:
+        """Remove a keyword; its last version stays as `.bak` (not listed, not loaded)."""
+        path = self.path_for(name)
+        if not path.is_file():
+            raise TemplateError(f"no keyword {name!r} in {path.parent} (see `kws-edge list`)")
+        os.replace(path, path.with_name(path.name + _BAK))
+        log.info("removed keyword %r", name)
+
+    def names(self) -> builtins.list[str]:
+        folder = self.state_dir / "keywords"
+        if not folder.is_dir():
+            return []
+        return sorted(
+            p.name[: -len(_SUFFIX)] for p in folder.glob(f"*{_SUFFIX}") if not p.name.startswith(".")
+        )
+
+    def get(self, name: str) -> Template:
+        """Read one keyword; a corrupt file falls back to its `.bak` (logged). Raises TemplateError."""
+        path = self.path_for(name)
+        if not path.is_file():
+            raise TemplateError(f"no keyword {name!r} in {path.parent} (see `kws-edge list`)")
+        try:
+            return self._read(path)
+        except TemplateError as error:
+            backup = path.with_name(path.name + _BAK)
+            if not backup.is_file():
+                raise TemplateError(f"{error}; and there is no backup {backup.name}") from error
+            template = self._read(backup)
+            log.error("%s; using the previous version from %s", error, backup)
+            return template
+
+    def list(self) -> list[Template]:
+        """Every readable keyword; unreadable ones are logged and left out."""
+        templates = []
+        for name in self.names():
+            try:
+                templates.append(self.get(name))
+            except TemplateError as error:
+                log.error("keyword %r left out: %s", name, error)
+        return templates
+
+    def load_for_model(self, model_sha256: str, frontend_fingerprint: str) -> builtins.list[Template]:
+        """The keywords valid for this model; any made with another model is refused (logged) and left out."""
+        valid = []
+        for template in self.list():
+            try:
+                template.check_model(model_sha256, frontend_fingerprint)
+            except TemplateMismatchError as error:
+                log.error("%s", error)
+                continue
+            valid.append(template)
+        return valid
+
+    def signature(self) -> tuple[tuple[str, int, int], ...]:
+        """Changes whenever a keyword file is added, removed or rewritten (cheap: one stat per file)."""
+        folder = self.state_dir / "keywords"
+        if not folder.is_dir():
+            return ()
+        entries = []
+        for path in sorted(folder.glob(f"*{_SUFFIX}")):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+        return tuple(entries)
+
+    def add_negative(self, name: str, embeddings: Sequence[npt.ArrayLike] | npt.ArrayLike) -> Template:
+        """Append negative templates (false-trigger embeddings) to a keyword and save it."""
+        template = self.get(name)
+        for row in np.atleast_2d(np.asarray(embeddings, dtype=np.float32)):
+            template = template.with_negative(row)
+        self.add(template)
+        return template
+
+    @staticmethod
+    def _read(path: Path) -> Template:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise TemplateError(f"{path}: corrupt or unreadable template ({error})") from error
+        return Template.from_json(raw, str(path))
