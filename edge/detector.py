@@ -36,7 +36,7 @@ class DetectorSettings:
     """The detector's knobs (the daemon fills them from `DetectorConfig`)."""
 
     hop_ms: int = 100
-    threshold: float = 0.67
+    threshold: float = 0.54
     trigger_level: int = 2
     trigger_window: int = 3
     refractory_ms: int = 1500

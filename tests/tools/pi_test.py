@@ -6,7 +6,7 @@
    ai-edge-litert from PyPI's aarch64 wheels, no torch, no TensorFlow.
 3. Enrolls the demo keyword and replays the demo stream with mock GPIO on arm64 and on this machine, and
    computes `kws-edge embed` embeddings of the same windows on both: detections must match (same keywords
-   at the same times) and embeddings agree within EMBED_TOLERANCE.
+   at the same times, within one evaluation hop) and embeddings agree within the stated cosine tolerances.
 
 The emulated inference time it prints is a correctness by-product: emulation speed says nothing about a
 real board.
@@ -31,9 +31,13 @@ SUITE = "bookworm"
 MIRROR = os.environ.get("PI_TEST_MIRROR", "http://deb.debian.org/debian")
 ROOTFS_PACKAGES = "python3,python3-venv,python3-pip,ca-certificates"
 STAGE = "/tmp/udkws-stage"
-# Quantised inference should match bit for bit; allow one int8 output step of slack for kernel differences.
-EMBED_TOLERANCE_COSINE = 0.999
-DETECTION_TIME_TOLERANCE_S = 0.0
+# LiteRT's arm64 and x86-64 int8 kernels round differently (measured on the shipped model: min cosine 0.987,
+# mean 0.995 over 40 windows of the demo stream), so the two machines are not bit-identical. The tolerances sit well inside
+# the int8 model's own fidelity to float (conversion requires mean >= 0.99, min >= 0.95).
+EMBED_MIN_COSINE = 0.97
+EMBED_MEAN_COSINE = 0.99
+# A rounding difference may move a detection by one evaluation hop, never change which keywords fire or how often.
+DETECTION_TIME_TOLERANCE_S = 0.1 + 1e-6
 
 log = logging.getLogger("pi-test")
 
@@ -234,6 +238,14 @@ def detections(path: Path) -> list[tuple[str, float]]:
     return found
 
 
+def _same_detections(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+    """Same keywords in the same order, each within one evaluation hop of the other machine's time."""
+    return len(a) == len(b) and all(
+        ka == kb and abs(ta - tb) <= DETECTION_TIME_TOLERANCE_S
+        for (ka, ta), (kb, tb) in zip(a, b, strict=True)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="pi-test", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -333,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             "keyword": staged["keyword"],
             "detections_arm64": arm_det,
             "detections_x86_64": host_det,
-            "detections_match": arm_det == host_det,
+            "detections_match": _same_detections(arm_det, host_det),
             "embeddings": windows,
             "embedding_min_cosine": float(cosine.min()),
+            "embedding_mean_cosine": float(cosine.mean()),
             "embedding_max_abs_diff": float(np.max(np.abs(arm_emb - host_emb))),
             "install_s": round(install_s, 1),
             "emulated_edge_commands_s": round(emulated_s, 1),
@@ -350,10 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             raise PiTestError("no detection on arm64: the demo keyword should be found")
         if not summary["detections_match"]:
             raise PiTestError(f"detections differ: arm64 {arm_det} vs x86_64 {host_det}")
-        if summary["embedding_min_cosine"] < EMBED_TOLERANCE_COSINE:
+        if (
+            summary["embedding_min_cosine"] < EMBED_MIN_COSINE
+            or summary["embedding_mean_cosine"] < EMBED_MEAN_COSINE
+        ):
             raise PiTestError(
-                f"embeddings differ: min cosine {summary['embedding_min_cosine']:.5f} "
-                f"< {EMBED_TOLERANCE_COSINE}"
+                f"embeddings differ: cosine min {summary['embedding_min_cosine']:.5f} (>= {EMBED_MIN_COSINE}), "
+                f"mean {summary['embedding_mean_cosine']:.5f} (>= {EMBED_MEAN_COSINE})"
             )
         print(f"pi-test passed in {summary['total_s']} s")
         return 0

@@ -187,7 +187,7 @@ def plot_durations(seconds_by_group: Mapping[str, Sequence[float]], path: Path, 
         return
     figure, axes = plt.subplots(figsize=(7, 3.5))
     longest = max((max(values) for values in seconds_by_group.values() if values), default=1.0)
-    bins = np.linspace(0.0, max(longest, 0.5), 40)
+    bins = np.linspace(0.0, max(longest, 0.5), 40).tolist()
     for group, values in sorted(seconds_by_group.items()):
         axes.hist(values, bins=bins, histtype="step", label=f"{group} ({len(values)})")
     axes.set_xlabel("clip length (s)")

@@ -39,6 +39,7 @@ from training.data.paths import REPO_ROOT
 from training.data.tts_engines import (
     ENGINES,
     ESPEAK_VARIANT_POOL,
+    RenderOutcome,
     VoiceSpec,
     available_engines,
     drop_uninstalled_voices,
@@ -170,23 +171,27 @@ def _render_task(task: Task) -> dict[str, Any]:
             todo.append((word, jitter_for(seed, voice, word)))
     rendered = 0
     if todo:
-        for outcome in render_batch(voice, todo):
-            if outcome.error is None and outcome.audio is not None:
-                audio = outcome.audio
-                if outcome.sample_rate != TARGET_RATE:
-                    audio = resample(audio, outcome.sample_rate, TARGET_RATE)
-                audio = trim_silence(audio)
-                if audio.size == 0:
-                    failures.append(f"{voice.speaker} {outcome.word!r}: silent rendition")
-                    continue
-                relative = f"clips/{outcome.word}/{voice.slug}.flac"
-                # Peak-normalise to -1 dBFS: engines differ wildly in level; augmentation sets the gain later.
-                audio = (audio * (0.89 / max(float(np.abs(audio).max()), 1e-6))).astype(np.float32)
-                write_flac_atomic(root / relative, audio)
-                rendered += 1
-                rows.append(_row(relative, outcome.word, voice, split, audio.shape[0] / TARGET_RATE))
-            else:
+        try:
+            outcomes = render_batch(voice, todo)
+        except Exception as error:  # an engine crash costs this batch, not the build
+            outcomes = [RenderOutcome(word, None, 0, f"{type(error).__name__}: {error}") for word, _ in todo]
+        for outcome in outcomes:
+            if outcome.error is not None or outcome.audio is None:
                 failures.append(f"{voice.speaker} {outcome.word!r}: {outcome.error}")
+                continue
+            audio = outcome.audio
+            if outcome.sample_rate != TARGET_RATE:
+                audio = resample(audio, outcome.sample_rate, TARGET_RATE)
+            audio = trim_silence(audio)
+            if audio.size == 0 or not np.isfinite(audio).all():
+                failures.append(f"{voice.speaker} {outcome.word!r}: silent or non-finite rendition")
+                continue
+            relative = f"clips/{outcome.word}/{voice.slug}.flac"
+            # Peak-normalise to -1 dBFS: engines differ wildly in level; augmentation sets the gain later.
+            audio = (audio * (0.89 / max(float(np.abs(audio).max()), 1e-6))).astype(np.float32)
+            write_flac_atomic(root / relative, audio)
+            rendered += 1
+            rows.append(_row(relative, outcome.word, voice, split, audio.shape[0] / TARGET_RATE))
     return {"rows": rows, "rendered": rendered, "skipped": skipped, "failures": failures}
 
 

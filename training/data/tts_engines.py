@@ -162,9 +162,12 @@ def festival_voice_exists(voice: str) -> bool:
                for family in (path.name for path in root.iterdir()))  # fmt: skip
 
 
-def _read_wav(path: Path) -> tuple[FloatArray, int]:
-    samples, rate = read_audio(path)
-    return to_mono(samples), rate
+def _read_outcome(word: str, path: Path) -> RenderOutcome:
+    try:
+        samples, rate = read_audio(path)
+    except (ValueError, OSError) as error:
+        return RenderOutcome(word, None, 0, f"unreadable engine output ({error})")
+    return RenderOutcome(word, to_mono(samples), rate, None)
 
 
 def _run(command: list[str]) -> str | None:
@@ -209,8 +212,7 @@ def _render_each(voice: VoiceSpec, items: Sequence[tuple[str, Jitter]], workdir:
         if error is not None:
             outcomes.append(RenderOutcome(word, None, 0, error))
             continue
-        audio, rate = _read_wav(output)
-        outcomes.append(RenderOutcome(word, audio, rate, None))
+        outcomes.append(_read_outcome(word, output))
     return outcomes
 
 
@@ -232,8 +234,7 @@ def _render_festival(
     for index, (word, _) in enumerate(items):
         output = workdir / f"{index}.wav"
         if output.is_file():
-            audio, rate = _read_wav(output)
-            outcomes.append(RenderOutcome(word, audio, rate, None))
+            outcomes.append(_read_outcome(word, output))
         else:
             outcomes.append(RenderOutcome(word, None, 0, f"festival wrote no audio ({error or 'no error'})"))
     return outcomes

@@ -1,0 +1,388 @@
+"""`kws-bench` / `python -m training.bench.cli`: streaming accuracy and cost of the daemon, with a DTW baseline.
+
+Builds (once) the test stream, enrolls the ten keywords, runs the daemon's detector over the stream, scores it
+against the truth at the shipped threshold and over thresholds, runs the MFCC+DTW baseline on the same windows,
+measures the daemon process's CPU and memory, and writes build/bench/results.json, docs/BENCHMARKS.md and
+docs/bench_det.png. `--quick` uses a 5-minute stream (a smoke run; its figures are not the benchmark's).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # one BLAS thread: the board runs one, and threads only spin here
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from edge.audio import load_audio  # noqa: E402
+from edge.bench import run_frontend_bench  # noqa: E402
+from edge.commands import settings_from  # noqa: E402
+from edge.config import load_config  # noqa: E402
+from edge.frontend import mfcc  # noqa: E402
+from edge.model import Encoder, load_model  # noqa: E402
+from training.bench.daemon_run import run_daemon_process  # noqa: E402
+from training.bench.report import frr_at_fa, render_table, write_report  # noqa: E402
+from training.bench.streaming import (  # noqa: E402
+    DEFAULT_EDGE_CONFIG,
+    REPO,
+    Event,
+    decide,
+    default_thresholds,
+    enroll_keywords,
+    run_encoder_pass,
+    score_events,
+    threshold_curve,
+)
+from training.bench.streams import BenchStream, StreamConfig, ensure_stream  # noqa: E402
+
+log = logging.getLogger("kws-bench")
+
+QUICK_STREAM = StreamConfig(occurrences_per_level=1, unknown_clips=50, silence_clips=25, target_seconds=300.0)
+FA_LEVELS = (1.0, 10.0)
+TOLERANCE_S = 1.0
+
+
+def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:
+        litert = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "litert": litert,
+        "platform": platform.platform(),
+    }
+
+
+class _Stages:
+    """Wall seconds of each stage of a run (to project the run time on other machines)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = round(now - self._last, 1)
+        self._last = now
+
+
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
+def _model_info(model_path: Path, encoder: Encoder, checkpoint: Path | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "file": _shown(model_path),
+        "file_bytes": model_path.stat().st_size,
+        "sha256": encoder.sha256,
+        "name": encoder.sidecar.raw.get("model_name", "?"),
+        "parameters": None,
+        "macs": None,
+        "macs_source": "no checkpoint given",
+    }
+    if checkpoint is not None and checkpoint.is_file():
+        from edge.model import file_sha256
+        from training.checkpoint import load_checkpoint
+
+        expected = encoder.sidecar.raw.get("checkpoint_sha256")
+        if expected and file_sha256(checkpoint) != expected:
+            info["macs_source"] = f"{_shown(checkpoint)} is not the checkpoint this model was converted from"
+            return info
+        from training.models.macs import count_params_and_macs
+
+        loaded = load_checkpoint(checkpoint)
+        params, macs = count_params_and_macs(loaded.build_model(), (loaded.frames, 40))
+        info.update(parameters=params, macs=macs, macs_source=f"{_shown(checkpoint)} (count_params_and_macs)")
+    elif checkpoint is not None:
+        info["macs_source"] = f"{_shown(checkpoint)} not found"
+    return info
+
+
+def _encoder_ms_per_window(encoder: Encoder, audio: np.ndarray, repeats: int, count: int = 200) -> float:
+    step = max(1, (audio.shape[0] - encoder.window_samples) // count)
+    starts = range(0, audio.shape[0] - encoder.window_samples, step)
+    features = np.stack([mfcc(audio[s : s + encoder.window_samples]) for s in starts][:count])
+    normalized = encoder.normalize_features(features)
+    encoder.embed_features(normalized[:2], normalized=True)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.process_time()
+        encoder.embed_features(normalized, normalized=True)
+        times.append((time.process_time() - started) / normalized.shape[0])
+    return 1000 * float(statistics.median(times))
+
+
+def _same_events(first: Sequence[Event], second: Sequence[Event]) -> bool:
+    def key(events: Sequence[Event]) -> list[tuple[str, float]]:
+        return [(e.keyword, round(e.time_s, 3)) for e in events]
+
+    return key(first) == key(second)
+
+
+def _daemon_costs(
+    model: Path, state_dir: Path, config: Path, audio: np.ndarray, excerpt_s: float, args: argparse.Namespace
+) -> tuple[dict[str, Any], list[Event]]:
+    repeats, threads = args.repeats, args.threads
+    pcm = np.round(audio[: int(excerpt_s * 16000)] * 32768).clip(-32768, 32767).astype(np.int16)
+    empty = np.zeros(0, dtype=np.int16)
+    startup = [
+        run_daemon_process(model, state_dir, empty, config_path=config, threads=threads).cpu_s
+        for _ in range(repeats)
+    ]
+    startup_cpu = statistics.median(startup)
+    result: dict[str, Any] = {"startup_cpu_s": startup_cpu}
+    rss, events_gate_on = [], []
+    for gate in (True, False):
+        runs = []
+        for _ in range(repeats):
+            run = run_daemon_process(model, state_dir, pcm, gate=gate, config_path=config, threads=threads)
+            runs.append(run)
+            rss.append(run.max_rss_mb)
+            log.info("daemon (gate %s): %.2f CPU s over %.0f s of audio", gate, run.cpu_s, run.audio_s)
+        cpu = statistics.median(r.cpu_s for r in runs)
+        seconds = runs[0].audio_s
+        steady = max(cpu - startup_cpu, 0.0)
+        result["gate_on" if gate else "gate_off"] = {
+            "cpu_s": cpu,
+            "cpu_percent": 100 * steady / seconds,
+            "cpu_s_per_hour": 3600 * steady / seconds,
+            "windows": runs[0].stopped.get("windows"),
+            "windows_gated": runs[0].stopped.get("windows_gated"),
+        }
+        if gate:
+            events_gate_on = runs[0].events
+    result["peak_rss_mb"] = max(rss)
+    result["rss_mb_runs"] = rss
+    return result, events_gate_on
+
+
+def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = None) -> dict[str, Any]:
+    """Everything `kws-bench` measures, as one JSON-ready dictionary (the stream config: tests pass a tiny one)."""
+    notes: list[str] = []
+    if stream_config is None:
+        stream_config = QUICK_STREAM if args.quick else StreamConfig()
+    encoder = load_model(args.model, num_threads=args.threads)
+    clock = _Stages()
+    stream: BenchStream = ensure_stream(args.data, stream_config, args.out / "streams")
+    # One snapshot of the daemon's configuration serves the in-process pass and every daemon run.
+    args.out.mkdir(parents=True, exist_ok=True)
+    config_path = args.out / "edge_config.toml"
+    shutil.copyfile(args.edge_config, config_path)
+    edge_config = load_config(config_path)
+    settings = settings_from(edge_config)
+    state_dir = args.out / "state" / encoder.sha256[:12]
+    shutil.rmtree(state_dir, ignore_errors=True)
+    templates, enroll_notes = enroll_keywords(stream, args.data, encoder, state_dir)
+    notes += enroll_notes
+    audio = load_audio(stream.audio_path)
+    seconds = audio.shape[0] / 16000
+    truth = stream.events()
+
+    clock.mark("stream and enrollment")
+    encoder_pass = run_encoder_pass(encoder, audio, templates, settings, progress=not args.no_progress)
+    replayed = decide(encoder_pass.windows, settings.threshold, settings)
+    if replayed != encoder_pass.detections:
+        raise RuntimeError("the threshold replay disagrees with the detector at the shipped threshold")
+    shipped = score_events(encoder_pass.detections, truth, stream.keywords, seconds, TOLERANCE_S)
+    thresholds = sorted(set(default_thresholds(encoder_pass.windows)) | {settings.threshold})
+    encoder_curve = threshold_curve(
+        encoder_pass.windows, settings, truth, seconds, thresholds, TOLERANCE_S, progress=not args.no_progress
+    )
+    accuracy: dict[str, Any] = {
+        "threshold": settings.threshold,
+        "hours": seconds / 3600,
+        "tolerance_s": TOLERANCE_S,
+        "frr_at_fa_levels": list(FA_LEVELS),
+        "encoder": shipped.summary() | {"curve": encoder_curve},
+        "dtw": None,
+    }
+    cost: dict[str, Any] = {
+        "encoder_pass_cpu_s_per_hour": 3600 * encoder_pass.cpu_s / seconds,
+        "chunk_ms_median": 1000 * float(np.median(encoder_pass.chunk_wall_s)),
+        "chunk_ms_p95": 1000 * float(np.percentile(encoder_pass.chunk_wall_s, 95)),
+    }
+    clock.mark("encoder pass and threshold curve")
+    if not args.no_dtw:
+        from training.bench.dtw_baseline import run_dtw_pass
+
+        takes = {
+            word: [load_audio(args.data / t["path"]) for t in stream.truth["enrollment"][word]]
+            for word in stream.keywords
+        }
+        dtw_pass = run_dtw_pass(
+            audio, takes, encoder_pass.windows, encoder.window_samples, progress=not args.no_progress
+        )
+        dtw_curve = threshold_curve(
+            dtw_pass.windows,
+            settings,
+            truth,
+            seconds,
+            default_thresholds(dtw_pass.windows),
+            TOLERANCE_S,
+            progress=not args.no_progress,
+        )
+        accuracy["dtw"] = {"curve": dtw_curve, "windows_scored": dtw_pass.windows_scored}
+        cost["dtw_pass_cpu_s_per_hour"] = 3600 * dtw_pass.cpu_s / seconds
+    clock.mark("DTW baseline")
+    excerpt = min(args.cost_seconds, seconds)
+    daemon, daemon_events = _daemon_costs(args.model, state_dir, config_path, audio, excerpt, args)
+    in_excerpt = [e for e in encoder_pass.detections if e.time_s <= excerpt]
+    cost["daemon"] = daemon
+    cost["excerpt_s"] = excerpt
+    cost["daemon_matches_in_process"] = (
+        "identical" if _same_events(daemon_events, in_excerpt) else "DIFFERENT"
+    )
+    if cost["daemon_matches_in_process"] != "identical":
+        notes.append(
+            f"the daemon process detected {len(daemon_events)} events on the excerpt, in-process {len(in_excerpt)}"
+        )
+    clock.mark("daemon process runs")
+    cost["encoder_ms_per_window"] = _encoder_ms_per_window(encoder, audio, args.repeats)
+    cost["frontend"] = {k: v for k, v in run_frontend_bench(repeats=5 * args.repeats).items() if k != "table"}
+    clock.mark("encoder and front-end timing")
+    enrollment = stream.truth["enrollment"]
+    events_by_kind = [e["kind"] for e in truth]
+    return {
+        "command": " ".join(["kws-bench", *sys.argv[1:]]),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "repeats": args.repeats,
+        "machine": _machine(),
+        "model": _model_info(args.model, encoder, args.checkpoint),
+        "settings": dataclasses.asdict(settings),
+        "stream": {
+            "directory": _shown(stream.directory),
+            "hours": seconds / 3600,
+            "keyword_utterances": events_by_kind.count("keyword"),
+            "per_keyword": stream_config.occurrences_per_level * len(stream_config.levels),
+            "unknown": events_by_kind.count("unknown"),
+            "silence": events_by_kind.count("silence"),
+            "speech_dbfs": stream_config.speech_dbfs,
+            "enrollment_speakers": {w: takes[0]["speaker"] for w, takes in enrollment.items()},
+            "quick": args.quick,
+        },
+        "accuracy": accuracy,
+        "cost": cost,
+        "notes": notes,
+        "stage_wall_s": clock.stages,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kws-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=REPO / "build" / "udkws_int8.tflite",
+        help="int8 TFLite model with its sidecar (default build/udkws_int8.tflite)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=REPO / "training" / "shipped" / "udkws_edge.pt",
+        help="checkpoint for parameter and MAC counts",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("KWS_DATA_DIR", REPO.parent / "shared" / "data")),
+        help="speech data folder (default $KWS_DATA_DIR or ../shared/data)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "build" / "bench",
+        help="streams, state and results.json (default build/bench)",
+    )
+    parser.add_argument(
+        "--docs", type=Path, default=REPO / "docs" / "BENCHMARKS.md", help="markdown report to write"
+    )
+    parser.add_argument(
+        "--png", type=Path, default=REPO / "docs" / "bench_det.png", help="threshold-curve plot to write"
+    )
+    parser.add_argument(
+        "--edge-config",
+        type=Path,
+        default=DEFAULT_EDGE_CONFIG,
+        help="the daemon configuration whose detector settings are measured (default edge/default_config.toml)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="repeats of each cost measurement (median reported)"
+    )
+    parser.add_argument(
+        "--cost-seconds", type=float, default=600.0, help="audio fed to the daemon process per cost run"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="interpreter threads (default 1, as on the board)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a 5-minute stream: a smoke run, not the benchmark"
+    )
+    parser.add_argument("--no-dtw", action="store_true", help="skip the MFCC+DTW baseline")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.repeats < 1 or args.threads < 1 or args.cost_seconds <= 0:
+        log.error("--repeats and --threads must be >= 1 and --cost-seconds > 0")
+        return 2
+    started = time.perf_counter()
+    load_before = round(os.getloadavg()[0], 2)
+    try:
+        results = run_bench(args)
+    except (ValueError, OSError, RuntimeError) as error:
+        log.error("%s", error)
+        return 2
+    results["wall_s"] = time.perf_counter() - started
+    results["machine"]["load_before"] = load_before
+    results["machine"]["load_after"] = round(os.getloadavg()[0], 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_report(results, args.docs, args.png)
+    print(json.dumps(results, indent=1) if args.json else render_table(results))
+    enc, dtw = results["accuracy"]["encoder"], results["accuracy"]["dtw"]
+    if not args.json and dtw:
+        for level in FA_LEVELS:
+            print(
+                f"FRR at <= {level:g} FA/h: encoder {frr_at_fa(enc['curve'], level)}, DTW {frr_at_fa(dtw['curve'], level)}"
+            )
+    print(f"\nwrote {args.docs}, {args.png} and {args.out / 'results.json'} in {results['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""`kws-train`: train encoders (`train`), strip a checkpoint for shipping (`ship`), inspect data (`data`).
+
+Examples:
+  kws-train train --config training/configs/pretrain.toml
+  kws-train train --config training/configs/finetune.toml --set train.epochs=3 --name ft-short
+  torchrun --nproc_per_node=2 -m training.cli train --config training/configs/edge.toml
+  kws-train ship runs/edge/best.pt training/shipped/udkws_edge.pt
+  kws-train data stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    explicit = {
+        "run.name": args.name,
+        "run.out_dir": args.out_dir,
+        "run.resume": args.resume,
+        "run.init_from": args.init_from,
+        "run.device": args.device,
+        "run.seed": args.seed,
+        "train.epochs": args.epochs,
+        "train.max_minutes": args.max_minutes,
+        "data.data_dir": args.data_dir,
+    }
+    flags = [f"{key}={json.dumps(value)}" for key, value in explicit.items() if value is not None]
+    return list(args.set) + flags  # explicit flags win over --set
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.train import train
+
+    config = load_config(args.config, _overrides(args))
+    result = train(config)
+    if result.best_path is not None:
+        print(f"best checkpoint: {result.best_path}")
+    print(f"last checkpoint: {result.last_path}")
+    shown = {k: v for k, v in result.best_metrics.items() if k != "train"}
+    if shown:
+        print("best validation (held-out speakers): " + json.dumps(shown))
+    return 0
+
+
+def _run_ship(args: argparse.Namespace) -> int:
+    from training.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    save_checkpoint(
+        args.out,
+        model=checkpoint.build_model(),
+        model_name=checkpoint.model_name,
+        window_seconds=checkpoint.window_seconds,
+        feature_mean=checkpoint.feature_mean,
+        feature_std=checkpoint.feature_std,
+        vocabulary=checkpoint.vocabulary,
+        train_config=checkpoint.train_config,
+        metrics=checkpoint.metrics,
+        teacher=checkpoint.teacher,
+        frontend=checkpoint.frontend,
+        commit=checkpoint.git_commit,
+    )
+    print(f"{args.out}: {Path(args.out).stat().st_size} bytes (training state removed)")
+    return 0
+
+
+def _config_keys_help() -> str:
+    """Every config key with its default, for `kws-train train --help`."""
+    from training.config import TrainingConfig, dumps_toml
+
+    return (
+        "config keys (set in the TOML file or with --set SECTION.KEY=VALUE), with their defaults; "
+        "docs/training.md explains them:\n\n" + dumps_toml(TrainingConfig())
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kws-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default: warnings)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,ship,data}")
+
+    train = commands.add_parser(
+        "train",
+        help="train an encoder from a TOML config",
+        epilog=_config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--config", type=Path, default=None, help="TOML config (training/configs/*.toml)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (TOML syntax, e.g. train.epochs=3, data.datasets=['fsdd']); repeatable",
+    )
+    train.add_argument("--name", default=None, help="run name: the run folder is <out-dir>/<name>")
+    train.add_argument("--out-dir", default=None, help="folder of run folders (default: runs)")
+    train.add_argument("--epochs", type=int, default=None, help="number of epochs")
+    train.add_argument(
+        "--max-minutes", type=float, default=None, help="stop after the epoch that passes this"
+    )
+    train.add_argument("--resume", default=None, help="continue from a checkpoint (optimizer, epoch, losses)")
+    train.add_argument(
+        "--init-from", default=None, help="start from a checkpoint's encoder weights (fine-tuning)"
+    )
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="where to train")
+    train.add_argument("--seed", type=int, default=None, help="random seed of the run")
+    train.add_argument(
+        "--data-dir", default=None, help="speech data (default: $KWS_DATA_DIR or ../shared/data)"
+    )
+    train.set_defaults(func=_run_train)
+
+    ship = commands.add_parser(
+        "ship", help="copy a checkpoint without its training state (small, for release)"
+    )
+    ship.add_argument("checkpoint", help="checkpoint to copy")
+    ship.add_argument("out", help="where to write the stripped checkpoint")
+    ship.set_defaults(func=_run_ship)
+
+    from training.data.cli import add_data_commands
+
+    add_data_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"kws-train: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

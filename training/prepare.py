@@ -1,0 +1,223 @@
+"""Everything the trainer needs from the data layer: clips, the speaker split, datasets, feature statistics,
+validation features and the collate step that turns (augmented) audio into normalised MFCC batches."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from edge.frontend import mfcc
+from training.config import DataConfig
+from training.data.augment import AugmentConfig, build_augmenter
+from training.data.dataset import WindowDataset, speaker_split, training_clips
+from training.data.features import FeatureCache
+from training.data.manifest import Clip
+from training.data.paths import MANIFEST_NAME, REPO_ROOT, kws_data_dir
+
+__all__ = [
+    "CachedFeatureDataset",
+    "MfccCollate",
+    "PreparedData",
+    "corpus_roots",
+    "prepare_data",
+    "select_clips",
+]
+
+log = logging.getLogger(__name__)
+
+
+def corpus_roots(config: DataConfig) -> list[Path]:
+    """The shared data directory, every `extra_roots` corpus, and the `optional_roots` that exist."""
+    roots = [kws_data_dir(config.data_dir or None)]
+    for extra in config.extra_roots:
+        path = _repo_path(extra)
+        if not (path / MANIFEST_NAME).is_file():
+            raise FileNotFoundError(f"data.extra_roots: {path} holds no {MANIFEST_NAME}")
+        roots.append(path)
+    for optional in config.optional_roots:
+        path = _repo_path(optional)
+        if (path / MANIFEST_NAME).is_file():
+            roots.append(path)
+        else:
+            log.info("optional corpus %s not found; training without it", path)
+    return roots
+
+
+def _repo_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def select_clips(config: DataConfig) -> list[Clip]:
+    clips = training_clips(corpus_roots(config), list(config.datasets) or None, config.exclude_words)
+    if config.english_only:
+        clips = [clip for clip in clips if ":" not in clip.label]
+    if config.max_clips > 0 and len(clips) > config.max_clips:
+        # Round-robin over labels so a small subset keeps many words with several takes.
+        by_label: dict[str, list[Clip]] = defaultdict(list)
+        for clip in sorted(clips, key=lambda c: c.key):
+            by_label[clip.label].append(clip)
+        for label, group in by_label.items():  # alternate speakers, so held-out speakers remain possible
+            rank_in_speaker: dict[str, int] = defaultdict(int)
+            order = []
+            for clip in group:
+                order.append((rank_in_speaker[clip.speaker], clip.key, clip))
+                rank_in_speaker[clip.speaker] += 1
+            by_label[label] = [clip for _, _, clip in sorted(order, key=lambda item: item[:2])]
+        subset: list[Clip] = []
+        depth = 0
+        while len(subset) < config.max_clips:
+            layer = [group[depth] for _, group in sorted(by_label.items()) if depth < len(group)]
+            if not layer:
+                break
+            subset.extend(layer[: config.max_clips - len(subset)])
+            depth += 1
+        clips = subset
+    if not clips:
+        raise ValueError(f"no training clips selected by {config}")
+    return clips
+
+
+class CachedFeatureDataset(Dataset[dict[str, Any]]):
+    """Un-augmented training windows from the feature cache: items `{"features", "label", "key"}`.
+
+    The fast path when `data.augment` and `data.random_placement` are off (no MFCC per step): the only
+    variation is a random time shift of up to `shift_frames` frames (zero-filled, like padding the audio).
+    """
+
+    def __init__(
+        self, windows: WindowDataset, features: npt.NDArray[Any], shift_frames: int, seed: int
+    ) -> None:
+        if features.shape[0] != len(windows):
+            raise ValueError(f"feature cache holds {features.shape[0]} windows for {len(windows)} clips")
+        self.features = np.asarray(features, dtype=np.float16)  # ~0.12 GB for all of ../shared/data
+        self.labels = windows.labels
+        self.keys = [clip.key for clip in windows.clips]
+        self.shift_frames = shift_frames
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        window = self.features[index].astype(np.float32)
+        if self.shift_frames > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            shift = int(rng.integers(-self.shift_frames, self.shift_frames + 1))
+            if shift:
+                # Silence in MFCC terms is the log floor, not zero: repeat the edge frame instead.
+                window = np.roll(window, shift, axis=0)
+                if shift > 0:
+                    window[:shift] = window[shift]
+                else:
+                    window[shift:] = window[shift - 1]
+        return {"features": torch.from_numpy(window), "label": self.labels[index], "key": self.keys[index]}
+
+
+class MfccCollate:
+    """Batch of items -> (features [B, frames, n_mfcc] normalised, labels [B], keys).
+
+    Items carry either `audio` (augmented on the fly: MFCC computed here, in the DataLoader workers) or
+    cached `features`.
+    """
+
+    def __init__(self, feature_mean: Sequence[float], feature_std: Sequence[float]) -> None:
+        self.mean = np.asarray(feature_mean, dtype=np.float32)
+        self.std = np.asarray(feature_std, dtype=np.float32)
+
+    def __call__(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        raw = [
+            item["features"].numpy() if "features" in item else mfcc(item["audio"].numpy()) for item in items
+        ]
+        features = np.stack([(window - self.mean) / self.std for window in raw])
+        labels = torch.tensor([item["label"] for item in items], dtype=torch.long)
+        return torch.from_numpy(features.astype(np.float32)), labels, [item["key"] for item in items]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    train: WindowDataset
+    train_source: WindowDataset | CachedFeatureDataset  # what the DataLoader reads
+    val: WindowDataset | None  # held-out speakers' clips of the training words
+    val_features: torch.Tensor | None  # normalised [N, frames, n_mfcc]
+    val_labels: list[int]
+    val_names: list[str]
+    label_to_index: dict[str, int]
+    vocabulary: dict[str, list[str]]
+    feature_mean: list[float]
+    feature_std: list[float]
+
+
+def prepare_data(
+    config: DataConfig,
+    seed: int,
+    feature_stats: tuple[list[float], list[float]] | None = None,
+    progress: bool = True,
+) -> PreparedData:
+    """Select, split and load the clips; `feature_stats` (mean, std) overrides the training-set statistics
+    (fine-tuning keeps those of the checkpoint it starts from)."""
+    clips = select_clips(config)
+    train_clips, val_clips = speaker_split(clips, config.val_fraction, config.split_seed)
+    log.info("clips: %d training, %d validation (held-out speakers)", len(train_clips), len(val_clips))
+    train = WindowDataset(
+        train_clips,
+        config.window_seconds,
+        random_placement=config.random_placement,
+        seed=seed,
+        progress=progress,
+    )
+    cache = FeatureCache()
+    cached_train = cache.load_or_build(train, progress=progress)
+    if feature_stats is None:
+        feature_mean, feature_std = cached_train.feature_mean, cached_train.feature_std
+    else:
+        feature_mean, feature_std = feature_stats
+    train_source: WindowDataset | CachedFeatureDataset = train
+    if not config.augment and not config.random_placement:
+        train_source = CachedFeatureDataset(train, cached_train.features, config.shift_frames, seed)
+    if config.augment:
+        augment_config = AugmentConfig.from_dict(dict(config.augment_params))
+        if config.data_dir and augment_config.data_dir is None:
+            augment_config = replace(augment_config, data_dir=config.data_dir)
+        train.augment = build_augmenter(augment_config, train.background_speech)
+    val_features = None
+    val: WindowDataset | None = None
+    val_labels: list[int] = []
+    val_names: list[str] = []
+    known_val = [clip for clip in val_clips if clip.label in train.label_to_index]
+    if known_val:
+        val = WindowDataset(known_val, config.window_seconds, progress=progress)
+        cached = cache.load_or_build(val, progress=progress)
+        mean = np.asarray(feature_mean, dtype=np.float32)
+        std = np.asarray(feature_std, dtype=np.float32)
+        val_features = torch.from_numpy((np.asarray(cached.features, dtype=np.float32) - mean) / std)
+        val_names = [clip.label for clip in val.clips]
+        val_labels = [train.label_to_index[name] for name in val_names]
+    vocabulary: dict[str, set[str]] = defaultdict(set)
+    for clip in train.clips:
+        vocabulary[clip.dataset].add(clip.word)
+    return PreparedData(
+        train=train,
+        train_source=train_source,
+        val=val,
+        val_features=val_features,
+        val_labels=val_labels,
+        val_names=val_names,
+        label_to_index=train.label_to_index,
+        vocabulary={corpus: sorted(words) for corpus, words in sorted(vocabulary.items())},
+        feature_mean=[float(v) for v in feature_mean],
+        feature_std=[float(v) for v in feature_std],
+    )
