@@ -10,7 +10,8 @@ STAMP := $(VENV)/.udkws-setup
 # TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" so pip never pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-APT_PACKAGES ?= portaudio19-dev systemd espeak-ng flite festival sox
+APT_PACKAGES ?= portaudio19-dev systemd espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k \
+	festvox-us-slt-hts sox
 PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -55,7 +56,8 @@ $(STAMP): pyproject.toml Makefile
 	@$(BIN)/python -c "import torch; assert not torch.version.cuda, 'a CUDA build of torch was installed'"
 	@touch $(STAMP)
 
-test: $(STAMP)
+# The shipped int8 model is built first so that the tests of the shipped model run too (make convert's checks).
+test: $(STAMP) $(MODEL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -76,8 +78,16 @@ convert: $(STAMP)
 calibration: $(STAMP)
 	$(BIN)/python -m conversion.calibration
 
+# The synthetic many-word corpus (corpora/synthetic, ~17 minutes on 2 cores); LSK when LibriSpeech is given.
+DATA_JOBS ?= 2
+LIBRISPEECH ?=
+LIBRISPEECH_ALIGNMENTS ?= $(LIBRISPEECH)
 data: $(STAMP)
-	$(DATA_RECIPE)
+	nice -n 10 $(BIN)/kws-train data synthetic --jobs $(DATA_JOBS)
+	@if [ -n "$(LIBRISPEECH)" ]; then \
+		$(BIN)/kws-train data lsk --librispeech "$(LIBRISPEECH)" --alignments "$(LIBRISPEECH_ALIGNMENTS)" \
+			--jobs $(DATA_JOBS); \
+	else echo "LSK skipped: make data LIBRISPEECH=/path/LibriSpeech [LIBRISPEECH_ALIGNMENTS=/path]"; fi
 
 data-stats: $(STAMP)
 	$(BIN)/kws-train data stats

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.fileio import atomic_write_bytes
 from training.export import ModelSource
 
 __all__ = [
@@ -116,36 +116,9 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return dict(raw)
 
 
-def _fsync_dir(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_bytes_atomic(data: bytes, target: Path) -> Path:
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            # mkstemp makes the file 0600; give it the usual umask-based mode so other users can read it.
-            os.fchmod(temp.fileno(), _default_file_mode())
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, data)
     return target
 
 

@@ -8,7 +8,6 @@ the daemon runs: MFCC, normalisation, quantisation, inference, dequantisation, L
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.fileio import file_sha256
 from edge.frontend import DEFAULT_CONFIG, FrontendConfig, mfcc, num_frames
 
 __all__ = [
@@ -54,14 +54,6 @@ _REQUIRED_FIELDS = (
 
 class ModelError(ValueError):
     """The model file or its sidecar is missing, inconsistent, or made for another front end."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sidecar_path_for(tflite_path: str | Path) -> Path:

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from edge.fileio import atomic_write_bytes as write_atomically
 
 __all__ = [
     "TEMPLATE_FORMAT",
@@ -63,33 +64,8 @@ def check_keyword_name(name: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes, keep_backup: bool = True) -> None:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename).
-
-    With `keep_backup`, the current file (if any) is first copied to `path.bak` the same way, so both the
-    new and the previous version are always complete files.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if keep_backup and path.is_file():
-        _write_then_rename(path.with_name(path.name + _BAK), path.read_bytes())
-    _write_then_rename(path, data)
-
-
-def _write_then_rename(path: Path, data: bytes) -> None:
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Write `data` atomically; with `keep_backup` the current file is first kept, complete, as `path.bak`."""
+    write_atomically(path, data, keep_previous_as=_BAK if keep_backup else None)
 
 
 def _unit(vector: npt.ArrayLike, what: str) -> FloatArray:

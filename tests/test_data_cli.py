@@ -38,3 +38,16 @@ def test_stats_with_a_generated_root_via_another_cli(
 def test_missing_data_dir_prints_where_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stats", "--data-dir", str(tmp_path / "absent")]) == 2
     assert "speech_commands_v0.02" in capsys.readouterr().err
+
+
+def test_kws_train_passes_builder_options_through(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.cli import main as kws_train
+
+    with pytest.raises(SystemExit) as exited:
+        kws_train(["data", "synthetic", "--help"])
+    assert exited.value.code == 0
+    assert "--words" in capsys.readouterr().out
+    from training.data.cli import split_builder_argv
+
+    assert split_builder_argv(["-v", "data", "lsk", "--jobs", "2"]) == ("lsk", ["--jobs", "2"])
+    assert split_builder_argv(["data", "stats"]) is None

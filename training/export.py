@@ -12,9 +12,7 @@ onnx2tf 1.29.24, the dynamo exporter's graph of a small conv encoder fails in on
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge.fileio import atomic_write_bytes, file_sha256
 from edge.frontend import FrontendConfig, num_frames
 
 __all__ = [
@@ -45,14 +44,6 @@ ONNX_OPSET = 17
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, foreign, or built for another front end."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -162,26 +153,8 @@ def load_model_source(path: str | Path) -> ModelSource:
     )
 
 
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _replace_atomically(data: bytes, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            # mkstemp makes the file 0600; give it the usual umask-based mode so other users can read it.
-            os.fchmod(temp.fileno(), _default_file_mode())
-            temp.write(data)
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, data)
 
 
 def export_onnx(source: ModelSource, target: str | Path, check_tolerance: float = 1e-4) -> Path:

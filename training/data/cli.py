@@ -161,12 +161,50 @@ def _add_stats(subparsers: Any) -> None:
     parser.set_defaults(func=run_stats)
 
 
+_BUILDERS = {
+    "synthetic": ("training.data.synthetic", "build_synthetic_main", "render the synthetic many-word corpus"),
+    "lsk": (
+        "training.data.lsk",
+        "build_lsk_main",
+        "cut LibriSpeech Keywords clips from LibriSpeech + alignments",
+    ),
+    "filter": ("training.data.filtering", "filter_main", "filter a corpus (ASR or embedding filter)"),
+}
+
+
+def _add_builders(commands: Any) -> None:
+    """Corpus builders keep their own option parsers: everything after the name goes to them (`--help` too)."""
+    for name, (_module, _function, summary) in _BUILDERS.items():
+        parser = commands.add_parser(name, help=f"{summary} (see its --help)", add_help=False)
+        parser.add_argument("builder_args", nargs=argparse.REMAINDER)
+        parser.set_defaults(func=lambda args, name=name: run_builder(name, args.builder_args))
+
+
+def run_builder(name: str, argv: Sequence[str]) -> int:
+    import importlib
+
+    module, function, _ = _BUILDERS[name]
+    return int(getattr(importlib.import_module(module), function)(list(argv)))
+
+
+def split_builder_argv(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """`data synthetic ...` -> ("synthetic", [...]): argparse cannot pass leading options through a subparser."""
+    args = list(argv)
+    for i in range(len(args) - 1):
+        if args[i] == "data" and args[i + 1] in _BUILDERS and all(a.startswith("-") for a in args[:i]):
+            return args[i + 1], args[i + 2 :]
+    return None
+
+
 def add_data_commands(subparsers: Any) -> None:
-    """Add `data stats` to a command line's subparsers (`args.func(args)` runs the command)."""
-    data = subparsers.add_parser("data", help="inspect the speech corpora")
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="{stats,bench}")
+    """Add `data stats|bench|synthetic|lsk|filter` to a command line's subparsers (`args.func(args)` runs it)."""
+    data = subparsers.add_parser("data", help="inspect and build the speech corpora")
+    data_commands = data.add_subparsers(
+        dest="data_command", required=True, metavar="{stats,bench,synthetic,lsk,filter}"
+    )
     _add_stats(data_commands)
     _add_bench(data_commands)
+    _add_builders(data_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.audio import TARGET_RATE
+from edge.fileio import atomic_write_bytes as write_atomically
 from training.data.manifest import MANIFEST_COLUMNS
 
 __all__ = [
@@ -42,17 +43,8 @@ TRIM_FRAME = 160  # 10 ms at 16 kHz
 
 
 def atomic_write_bytes(path: Path, data: bytes, keep_previous: bool = True) -> None:
-    """Write `data` to `path` via a temporary file, fsync and rename; the old file becomes `<name>.prev`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, path.with_name(f"{path.name}.prev"))
-    os.replace(temporary, path)
+    """Write `data` to `path` atomically; the old file, when there is one, is kept complete as `<name>.prev`."""
+    write_atomically(path, data, keep_previous_as=".prev" if keep_previous else None)
 
 
 def atomic_write_text(path: Path, text: str, keep_previous: bool = True) -> None:

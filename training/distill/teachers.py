@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from edge.fileio import file_sha256
+
 __all__ = [
     "EWN_MODEL_RELATIVE_PATH",
     "TEACHERS",
@@ -70,14 +72,6 @@ class Teacher(Protocol):
 def teacher_record(teacher: Teacher) -> dict[str, str]:
     """The checkpoint's and sidecar's `teacher` entry."""
     return {"name": teacher.name, "sha256": teacher.sha256, "licence": teacher.licence}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_windows(audio: npt.NDArray[Any], window_samples: int, who: str) -> FloatArray:

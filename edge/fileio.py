@@ -1,0 +1,61 @@
+"""File helpers shared by every layer: content hashes and atomic writes that keep the previous copy."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes", "file_sha256"]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_dir(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _write_then_rename(path: Path, data: bytes) -> None:
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            # mkstemp makes the file 0600; a model or template must stay readable by the service user.
+            os.fchmod(handle.fileno(), _default_file_mode())
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, keep_previous_as: str | None = None) -> None:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, rename, fsync the folder).
+
+    With `keep_previous_as` (a suffix such as ".bak"), the current file is first copied to `<path><suffix>` the
+    same way, so the new and the previous version are complete files at every moment.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_previous_as and path.is_file():
+        _write_then_rename(path.with_name(path.name + keep_previous_as), path.read_bytes())
+    _write_then_rename(path, data)
