@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from edge.audio import TARGET_RATE, load_audio, read_audio, write_wav
 from edge.frontend import mfcc
+from training.data.manifest import COMMAND_WORDS
 
 __all__ = [
     "CALIBRATION_DIR",
@@ -55,7 +56,6 @@ MANIFEST_COLUMNS = (
     "source_offset_seconds",
 )
 KINDS = ("speech", "quiet", "loud", "silence", "noise")
-COMMAND_WORDS = frozenset({"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"})
 BENCHMARK_DATASET = "gsc_v2_test"
 TRAINING_SPLITS = frozenset({"train", "training"})
 # FSDD is CC BY-SA 4.0: a window cut from it stays under that licence.

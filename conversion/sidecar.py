@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.fileio import atomic_write_bytes
+from edge.model import SIDECAR_FORMAT, sidecar_path_for
 from training.export import ModelSource
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "write_json_atomic",
 ]
 
-SIDECAR_FORMAT = "udkws-model/1"
 SIDECAR_FIELDS = (
     "format",
     "model_file",
@@ -51,11 +51,6 @@ SIDECAR_FIELDS = (
     "verification",
     "created",
 )
-
-
-def sidecar_path_for(model_path: Path) -> Path:
-    """`build/udkws_int8.tflite` -> `build/udkws_int8.json` (where `edge.model.load_model` looks)."""
-    return Path(model_path).with_suffix(".json")
 
 
 def build_sidecar(

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from training.data.manifest import COMMAND_WORDS
 from training.export import ModelSource
 
 __all__ = ["VerifyConfig", "collapse_figures", "heldout_windows", "op_report", "verify_model"]
@@ -35,7 +36,6 @@ FloatArray = npt.NDArray[np.float32]
 HELDOUT_DATASETS = ("arabic_sc", "gsc_v1_words")
 HELDOUT_SPLITS = frozenset({"val", "validation"})
 HELDOUT_TAKES_PER_WORD = 4
-COMMAND_WORDS = frozenset({"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"})
 INTEGER_TYPES = frozenset({"INT8", "UINT8", "INT16", "INT32", "INT64", "BOOL"})
 
 

@@ -24,7 +24,6 @@ from edge.commands import (
     reject,
     replay,
     score_against_truth,
-    settings_from,
 )
 from edge.config import Config, load_config
 from edge.frontend import DEFAULT_CONFIG, mfcc
@@ -118,7 +117,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
     audio = load_audio(args.file)
     started = time.process_time()
-    result = replay(audio, encoder, templates, settings_from(config))
+    result = replay(audio, encoder, templates, config.detector)
     cpu_s = time.process_time() - started
     for detection in result.detections:
         event = detection.to_event()

@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.audio import load_audio
-from edge.config import Config
+from edge.config import Config, DetectorConfig
 from edge.daemon import detection_audio_path
-from edge.detector import Detection, Detector, DetectorSettings, WindowResult
+from edge.detector import Detection, Detector, WindowResult
 from edge.model import Encoder, load_model
 from edge.takes import (
     Segment,
@@ -36,7 +36,6 @@ __all__ = [
     "reject",
     "replay",
     "score_against_truth",
-    "settings_from",
     "take_from_audio",
 ]
 
@@ -44,13 +43,6 @@ log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 SAMPLE_RATE = 16000
-
-
-def settings_from(config: Config) -> DetectorSettings:
-    d = config.detector
-    return DetectorSettings(
-        d.hop_ms, d.threshold, d.trigger_level, d.trigger_window, d.refractory_ms, d.gate, d.gate_dbfs
-    )
 
 
 def open_model(config: Config) -> Encoder:
@@ -99,8 +91,8 @@ def enroll_from_audio(
         [take_from_audio(audio, encoder.window_samples, checks, label) for label, audio in takes]
     )
     embeddings = encoder.embed_windows(windows)
-    if check:
-        outlier = check_consistency(embeddings, TakeChecks().consistency_threshold)
+    if checks is not None:
+        outlier = check_consistency(embeddings, checks.consistency_threshold)
         if outlier is not None:
             index, score = outlier
             raise ValueError(
@@ -195,7 +187,7 @@ def replay(
     audio: FloatArray,
     encoder: Encoder,
     templates: Sequence[Template],
-    settings: DetectorSettings,
+    settings: DetectorConfig,
     chunk_samples: int = 1600,
 ) -> ReplayResult:
     """Run the daemon's detector over a whole recording, chunk by chunk, as the live loop does."""
@@ -216,7 +208,7 @@ def embed_files(files: Sequence[Path], encoder: Encoder, hop_ms: int) -> dict[st
     for index, path in enumerate(files):
         collected: list[WindowResult] = []
         detector = Detector(
-            encoder, (), DetectorSettings(hop_ms=hop_ms, gate=False), on_window=collected.append
+            encoder, (), DetectorConfig(hop_ms=hop_ms, gate=False), on_window=collected.append
         )
         audio = load_audio(path)
         for start in range(0, audio.shape[0], 1600):

@@ -25,7 +25,7 @@ import numpy as np
 
 from edge.audio import write_wav
 from edge.config import Config
-from edge.detector import Detection, Detector, DetectorSettings
+from edge.detector import Detection, Detector
 from edge.model import Encoder
 from edge.outputs import EventSink, HookRunner, SystemdNotifier
 from edge.sources import AudioSource, FileSource, MicSource, ResilientSource, StdinSource
@@ -152,14 +152,7 @@ class Daemon:
             config.audio.retry_max_s,
             self.events.emit,
         )
-        d = config.detector
-        self.detector = Detector(
-            encoder,
-            (),
-            DetectorSettings(
-                d.hop_ms, d.threshold, d.trigger_level, d.trigger_window, d.refractory_ms, d.gate, d.gate_dbfs
-            ),
-        )
+        self.detector = Detector(encoder, (), config.detector)
         self.hooks = HookRunner(config.output.hook_timeout_s, config.output.hook_workers, self.events)
         self.detections: list[Detection] = []
         self._gestures: queue.Queue[Any] = queue.Queue()

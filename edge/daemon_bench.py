@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from edge.audio import load_audio
-from edge.detector import Detector, DetectorSettings
+from edge.config import DetectorConfig
+from edge.detector import Detector
 from edge.model import load_model
 from edge.templates import Template
 
@@ -55,7 +56,7 @@ def run_daemon_bench(
     for gate in (True, False):
         cpu, walls, gated = [], [], 0
         for _ in range(repeats):
-            detector = Detector(encoder, [template], DetectorSettings(gate=gate))
+            detector = Detector(encoder, [template], DetectorConfig(gate=gate))
             cpu_s, chunk_wall = _replay_cpu(detector, audio)
             cpu.append(cpu_s)
             walls.extend(chunk_wall)

@@ -18,40 +18,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge.config import DetectorConfig
 from edge.frontend import DEFAULT_CONFIG, StreamingMfcc
 from edge.model import Encoder
 from edge.templates import Template
 
-__all__ = ["Detection", "Detector", "DetectorSettings", "KeywordMatcher", "TriggerSmoother", "WindowResult"]
+__all__ = ["Detection", "Detector", "KeywordMatcher", "TriggerSmoother", "WindowResult"]
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 SAMPLE_RATE = DEFAULT_CONFIG.sample_rate
 HOP = DEFAULT_CONFIG.hop_samples
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """The detector's knobs (the daemon fills them from `DetectorConfig`)."""
-
-    hop_ms: int = 100
-    threshold: float = 0.54
-    trigger_level: int = 2
-    trigger_window: int = 3
-    refractory_ms: int = 1500
-    gate: bool = True
-    gate_dbfs: float = -45.0
-
-    def __post_init__(self) -> None:
-        if self.hop_ms <= 0 or (self.hop_ms * SAMPLE_RATE // 1000) % HOP:
-            raise ValueError(
-                f"hop_ms must be a positive multiple of {1000 * HOP // SAMPLE_RATE} ms, got {self.hop_ms}"
-            )
-        if not 1 <= self.trigger_level <= self.trigger_window:
-            raise ValueError(
-                f"trigger_level must be 1..trigger_window ({self.trigger_window}), got {self.trigger_level}"
-            )
 
 
 class TriggerSmoother:
@@ -163,11 +141,12 @@ class Detector:
         self,
         encoder: Encoder,
         templates: Sequence[Template] = (),
-        settings: DetectorSettings | None = None,
+        settings: DetectorConfig | None = None,
         on_window: Callable[[WindowResult], None] | None = None,
     ) -> None:
         self.encoder = encoder
-        self.settings = settings or DetectorSettings()
+        self.settings = settings or DetectorConfig()
+        self.settings.validate("detector")
         self.on_window = on_window
         self.frames = encoder.frames
         self.window_samples = encoder.window_samples
@@ -182,8 +161,9 @@ class Detector:
     def _reset_stream_state(self) -> None:
         self._mfcc = StreamingMfcc()
         self._stream_start = self.samples_seen  # sample clock at the first sample of this stream segment
-        self._ring = np.zeros((self.frames, DEFAULT_CONFIG.n_mfcc), dtype=np.float32)
-        self._ring_filled = 0
+        # The last window's worth of MFCC frames; `_frames_start` counts the frames dropped before it.
+        self._frames_kept = np.zeros((0, DEFAULT_CONFIG.n_mfcc), dtype=np.float32)
+        self._frames_start = 0
         self._history = np.zeros(0, dtype=np.float32)
         self._history_start = self.samples_seen
 
@@ -215,15 +195,21 @@ class Detector:
         self.samples_seen += samples.shape[0]
         frames = self._mfcc.push(samples)
         detections: list[Detection] = []
-        first_frame_index = self._mfcc.frames_emitted - frames.shape[0]
-        for offset, frame in enumerate(frames):
-            self._ring[:-1] = self._ring[1:]
-            self._ring[-1] = frame
-            self._ring_filled = min(self.frames, self._ring_filled + 1)
-            emitted = first_frame_index + offset + 1
-            if emitted >= self.frames and (emitted - self.frames) % self.hop_frames == 0:
-                start = self._stream_start + (emitted - self.frames) * HOP
-                detections.extend(self._evaluate(start))
+        if frames.shape[0]:
+            self._frames_kept = np.concatenate((self._frames_kept, frames))
+            emitted_before = self._mfcc.frames_emitted - frames.shape[0]
+            # Window k ends at frame `self.frames + k * hop_frames`: visit only the ends inside this chunk.
+            first_k = max(0, -(-(emitted_before + 1 - self.frames) // self.hop_frames))
+            end = self.frames + first_k * self.hop_frames
+            while end <= self._mfcc.frames_emitted:
+                window = self._frames_kept[end - self.frames - self._frames_start : end - self._frames_start]
+                start = self._stream_start + (end - self.frames) * HOP
+                detections.extend(self._evaluate(start, window))
+                end += self.hop_frames
+            surplus = self._frames_kept.shape[0] - self.frames
+            if surplus > 0:
+                self._frames_kept = self._frames_kept[surplus:]
+                self._frames_start += surplus
         keep_from = self.samples_seen - self.window_samples - HOP * self.hop_frames
         if keep_from > self._history_start:
             self._history = self._history[keep_from - self._history_start :]
@@ -234,7 +220,7 @@ class Detector:
         offset = start - self._history_start
         return self._history[offset : offset + self.window_samples]
 
-    def _evaluate(self, start: int) -> list[Detection]:
+    def _evaluate(self, start: int, features: FloatArray) -> list[Detection]:
         end = start + self.window_samples
         audio = self._window_audio(start)
         blocks = audio[: audio.shape[0] // HOP * HOP].reshape(-1, HOP).astype(np.float64)
@@ -249,7 +235,7 @@ class Detector:
             for smoother in self._smoothers.values():
                 smoother.update(False, end)
         elif len(self.matcher) or self.on_window is not None:
-            embedding = self.encoder.embed_features(self._ring)[0]
+            embedding = self.encoder.embed_features(features)[0]
         detections: list[Detection] = []
         if embedding is not None and len(self.matcher):
             scores = self.matcher.score(embedding)

@@ -11,7 +11,7 @@ import pytest
 
 from edge.audio import load_audio
 from edge.commands import take_from_audio
-from edge.detector import DetectorSettings
+from edge.config import DetectorConfig
 from edge.model import load_model
 from tests.edge_fixtures import random_model_path  # noqa: F401  (a fixture)
 from training.bench.dtw_baseline import run_dtw_pass
@@ -26,7 +26,7 @@ from training.bench.streaming import (
 )
 from training.bench.streams import StreamConfig, ensure_stream
 
-SETTINGS = DetectorSettings(threshold=0.5, trigger_level=2, trigger_window=3, refractory_ms=1500)
+SETTINGS = DetectorConfig(threshold=0.5, trigger_level=2, trigger_window=3, refractory_ms=1500)
 
 
 def _item(
@@ -130,7 +130,7 @@ def test_curve_is_monotonic_in_false_accepts(
     encoder = load_model(random_model_path)
     templates, _ = enroll_keywords(stream, kws_data_dir, encoder, tmp_path / "state")
     audio = load_audio(stream.audio_path)
-    settings = DetectorSettings()
+    settings = DetectorConfig()
     full = run_encoder_pass(encoder, audio, templates, settings, progress=False)
     assert full.windows.scores.shape == (full.windows.ends.shape[0], 2)
     for threshold in (0.3, 0.6, settings.threshold, 0.9):

@@ -10,7 +10,8 @@ import pytest
 
 from edge.audio import load_audio
 from edge.commands import take_from_audio
-from edge.detector import Detector, DetectorSettings, KeywordMatcher, TriggerSmoother, WindowResult
+from edge.config import DetectorConfig
+from edge.detector import Detector, KeywordMatcher, TriggerSmoother, WindowResult
 from edge.frontend import mfcc
 from edge.model import load_model
 from edge.templates import Template
@@ -85,7 +86,7 @@ def _run(
     encoder: object, templates: list[Template], audio: np.ndarray, chunk: int, **settings: object
 ) -> tuple:
     windows: list[WindowResult] = []
-    detector = Detector(encoder, templates, DetectorSettings(**settings), on_window=windows.append)  # type: ignore[arg-type]
+    detector = Detector(encoder, templates, DetectorConfig(**settings), on_window=windows.append)  # type: ignore[arg-type]
     detections = []
     for start in range(0, audio.shape[0], chunk):
         detections.extend(detector.push(audio[start : start + chunk]))

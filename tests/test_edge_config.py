@@ -85,10 +85,3 @@ def test_cli_reports_bad_config_and_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "detector.refractory_ms" in result.stderr
-
-
-def test_detector_settings_defaults_follow_the_config_defaults() -> None:
-    from edge.commands import settings_from
-    from edge.detector import DetectorSettings
-
-    assert settings_from(Config()) == DetectorSettings()

@@ -25,7 +25,9 @@ from edge.model import load_model  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, default=REPO / "build/udkws_int8.tflite")
     parser.add_argument("--clips", type=Path, required=True, help="held-out clip paths, one per line")
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared/data")
@@ -41,7 +43,9 @@ def main() -> int:
 
     def embed(path: str) -> np.ndarray:
         if path not in cache:
-            audio = load_audio(path if path.startswith("/") else args.data_dir / path)[: encoder.window_samples]
+            audio = load_audio(path if path.startswith("/") else args.data_dir / path)[
+                : encoder.window_samples
+            ]
             window = np.zeros(encoder.window_samples, np.float32)
             offset = (encoder.window_samples - audio.shape[0]) // 2
             window[offset : offset + audio.shape[0]] = audio

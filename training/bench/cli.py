@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 
 from edge.audio import load_audio  # noqa: E402
 from edge.bench import run_frontend_bench  # noqa: E402
-from edge.commands import settings_from  # noqa: E402
 from edge.config import load_config  # noqa: E402
 from edge.frontend import mfcc  # noqa: E402
 from edge.model import Encoder, load_model  # noqa: E402
@@ -200,7 +199,7 @@ def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = Non
     config_path = args.out / "edge_config.toml"
     shutil.copyfile(args.edge_config, config_path)
     edge_config = load_config(config_path)
-    settings = settings_from(edge_config)
+    settings = edge_config.detector
     state_dir = args.out / "state" / encoder.sha256[:12]
     shutil.rmtree(state_dir, ignore_errors=True)
     templates, enroll_notes = enroll_keywords(stream, args.data, encoder, state_dir)

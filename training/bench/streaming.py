@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from edge.audio import load_audio
 from edge.commands import enroll_from_audio
-from edge.detector import Detector, DetectorSettings, TriggerSmoother, WindowResult
+from edge.config import DetectorConfig
+from edge.detector import Detector, TriggerSmoother, WindowResult
 from edge.model import Encoder
 from edge.templates import Template, TemplateStore
 from training.bench.streams import BenchStream
@@ -102,7 +103,7 @@ def run_encoder_pass(
     encoder: Encoder,
     audio: npt.NDArray[np.float32],
     templates: Sequence[Template],
-    settings: DetectorSettings,
+    settings: DetectorConfig,
     progress: bool = True,
 ) -> EncoderPass:
     """The daemon's detector over the whole stream in 100 ms chunks, keeping each window's scores."""
@@ -139,7 +140,7 @@ def run_encoder_pass(
     return EncoderPass(windows, detections, cpu_s, np.asarray(walls))
 
 
-def decide(windows: WindowScores, threshold: float, settings: DetectorSettings) -> list[Event]:
+def decide(windows: WindowScores, threshold: float, settings: DetectorConfig) -> list[Event]:
     """The detector's decisions at `threshold` from stored scores (see the module docstring)."""
     hits = windows.scores >= threshold
     if not hits.any():
@@ -280,7 +281,7 @@ def _cause(
 
 def threshold_curve(
     windows: WindowScores,
-    settings: DetectorSettings,
+    settings: DetectorConfig,
     truth_events: Sequence[dict[str, Any]],
     seconds: float,
     thresholds: Sequence[float],

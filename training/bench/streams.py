@@ -39,6 +39,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from edge.audio import load_audio
+from training.data.manifest import COMMAND_WORDS_ORDERED
 
 __all__ = [
     "COMMAND_WORDS",
@@ -56,7 +57,7 @@ FloatArray = npt.NDArray[np.float32]
 RATE = 16000
 BENCH_DATASET = "gsc_v2_test"
 NOISE_DATASET = "gsc_noise"
-COMMAND_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+COMMAND_WORDS = COMMAND_WORDS_ORDERED
 TRUTH_FORMAT = "udkws-bench-stream/1"
 BUILDER_VERSION = 2  # part of the fingerprint: bump when the builder's output changes
 BLOCK = 160  # 10 ms

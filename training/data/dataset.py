@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from training.data.clipcache import ClipStore, build_clip_store
-from training.data.manifest import Clip, read_manifest
+from training.data.manifest import COMMAND_WORDS, Clip, read_manifest
 from training.data.paths import cache_dir
 from training.data.splits import speaker_split
 from training.data.windows import fit_window, load_window, window_samples
@@ -37,7 +37,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-COMMAND_WORDS = frozenset({"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"})
 BENCHMARK_DATASETS = frozenset({"gsc_v2_test"})
 NOISE_DATASETS = frozenset({"gsc_noise"})
 DEFAULT_MARGIN_SECONDS = 0.25

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from training.data.paths import MANIFEST_NAME
 
+# The ten Speech Commands words the benchmark enrolls as user-defined keywords: no training input may hold
+# them, from any source. The one definition; everything else imports it.
+COMMAND_WORDS_ORDERED = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+COMMAND_WORDS = frozenset(COMMAND_WORDS_ORDERED)
+
 __all__ = [
+    "COMMAND_WORDS",
+    "COMMAND_WORDS_ORDERED",
     "MANIFEST_COLUMNS",
     "Clip",
     "ManifestError",

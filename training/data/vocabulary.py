@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.data.dataset import COMMAND_WORDS
+from training.data.manifest import COMMAND_WORDS
 
 __all__ = [
     "COMMAND_WORD_RELATIVES",

@@ -8,7 +8,6 @@ Options: command line over the `[eval]` table of `--config` TOML over the defaul
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 import time
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.fileio import file_sha256
 from training.data.corpus_io import atomic_write_text, load_toml_options, merge_options, write_json_atomic
 from training.evaluation.protocol import BENCHMARK_DATASET, TARGET_WORDS, Scorer, as_scorer, evaluate
 
@@ -123,7 +123,7 @@ def build_scorer(
     path = args.checkpoint if args.checkpoint is not None else args.tflite
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
-    identity = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    identity = {"path": str(path), "sha256": file_sha256(path)}
     if args.checkpoint is not None:
         from training.evaluation.embedders import CheckpointEmbedder
 

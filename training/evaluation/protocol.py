@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from training.data.manifest import COMMAND_WORDS_ORDERED
 from training.evaluation.embedders import (
     Embedder,
     EmbeddingScorer,
@@ -60,7 +61,7 @@ FloatArray = npt.NDArray[np.float32]
 IndexArray = npt.NDArray[np.int64]
 
 BENCHMARK_DATASET = "gsc_v2_test"
-TARGET_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+TARGET_WORDS = COMMAND_WORDS_ORDERED
 SILENCE_WORD = "_silence_"
 DEFAULT_SHOTS = (1, 5, 10)
 DEFAULT_SEEDS = (0, 1, 2)
