@@ -36,3 +36,11 @@ def real_clips(kws_data_dir: Path) -> list[Path]:
                 wanted[row["dataset"]] -= 1
                 picked.append(kws_data_dir / row["path"])
     return picked
+
+
+@pytest.fixture()
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A per-test cache root (KWS_CACHE_DIR) for tests that build clip, feature or target caches."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KWS_CACHE_DIR", str(cache))
+    return cache

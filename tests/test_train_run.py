@@ -47,13 +47,6 @@ def read_log(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.fixture()
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("KWS_CACHE_DIR", str(cache))
-    return cache
-
-
 def test_short_run_writes_a_loadable_checkpoint_and_resumes(
     kws_data_dir: Path, tmp_path: Path, isolated_cache: Path
 ) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from edge.frontend import DEFAULT_CONFIG, FrontendConfig
 from training.models import MODELS, build_model, embedding_dim_of, model_config_dict
 
-__all__ = ["FORMAT", "Checkpoint", "git_commit", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "Checkpoint", "git_commit", "load_checkpoint", "save_checkpoint", "ship_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -235,4 +235,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         metrics=dict(payload["metrics"]),
         teacher=payload.get("teacher"),
         training_state=payload.get("training_state"),
+    )
+
+
+def ship_checkpoint(source: str | Path, out: str | Path) -> Path:
+    """Copy a checkpoint without its training state (optimizer, scheduler, loss heads): what is committed."""
+    checkpoint = load_checkpoint(source)
+    return save_checkpoint(
+        out,
+        model=checkpoint.build_model(),
+        model_name=checkpoint.model_name,
+        window_seconds=checkpoint.window_seconds,
+        feature_mean=checkpoint.feature_mean,
+        feature_std=checkpoint.feature_std,
+        vocabulary=checkpoint.vocabulary,
+        train_config=checkpoint.train_config,
+        metrics=checkpoint.metrics,
+        teacher=checkpoint.teacher,
+        frontend=checkpoint.frontend,
+        commit=checkpoint.git_commit,
     )

@@ -52,23 +52,9 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_ship(args: argparse.Namespace) -> int:
-    from training.checkpoint import load_checkpoint, save_checkpoint
+    from training.checkpoint import ship_checkpoint
 
-    checkpoint = load_checkpoint(args.checkpoint)
-    save_checkpoint(
-        args.out,
-        model=checkpoint.build_model(),
-        model_name=checkpoint.model_name,
-        window_seconds=checkpoint.window_seconds,
-        feature_mean=checkpoint.feature_mean,
-        feature_std=checkpoint.feature_std,
-        vocabulary=checkpoint.vocabulary,
-        train_config=checkpoint.train_config,
-        metrics=checkpoint.metrics,
-        teacher=checkpoint.teacher,
-        frontend=checkpoint.frontend,
-        commit=checkpoint.git_commit,
-    )
+    ship_checkpoint(args.checkpoint, args.out)
     print(f"{args.out}: {Path(args.out).stat().st_size} bytes (training state removed)")
     return 0
 

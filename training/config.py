@@ -63,6 +63,10 @@ class DataConfig:
     shift_frames: int = 10  # random time shift of cached features when augment and random_placement are off
     num_workers: int = 1
     max_clips: int = 0  # > 0: a deterministic subset of that many clips (tests, smoke runs)
+    exclude_clips: str = (
+        ""  # clips never trained on: a file of clip keys, or a `kws-train data filter` report
+    )
+    pack: str = ""  # a feature pack (`kws-train data pack`) read instead of the manifests and audio
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class DistillConfig:
     teacher_model: str = ""  # path of the teacher's model file; "" = find it in the installed package
     cache_dir: str = ""  # "" = cache/teacher
     kind: str = "cosine"
+    jobs: int = 1  # processes that compute missing teacher targets (one teacher each)
+    augmented_copies: int = 0  # > 0: also targets of that many augmented copies per clip, trained on in turn
 
 
 @dataclass(frozen=True)
@@ -138,12 +144,18 @@ class TrainingConfig:
             "validate.select_on": self.validate.select_on
             in ("eer_pairs", "eer_1shot", "eer_5shot", "distill_val"),
             "run.device": self.run.device in ("auto", "cpu", "cuda"),
+            "distill.jobs": self.distill.jobs >= 1,
+            "distill.augmented_copies": self.distill.augmented_copies >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {', '.join(bad)}")
         if self.loss.weight == 0 and self.distill.weight == 0:
             raise ConfigError("loss.weight and distill.weight are both 0: nothing to train on")
+        if self.data.pack and self.distill.weight > 0:
+            raise ConfigError(
+                "data.pack holds no audio for the teacher: distillation needs the clips themselves"
+            )
         if self.train.sampler == "shuffle" and self.loss.weight > 0:
             raise ConfigError(
                 "train.sampler = 'shuffle' needs loss.weight = 0: the label losses need N x M batches"
@@ -220,7 +232,7 @@ def _merge(base: dict[str, dict[str, Any]], updates: Mapping[str, Any], origin: 
 def parse_override(text: str) -> dict[str, Any]:
     """`section.key=value` (value in TOML syntax; a bare word is a string) -> {section: {key: value}}.
 
-    `model.params.channels=64` sets one field of a table-valued key.
+    `model.params.channels=64` sets one field of a table-valued key; `loss.params={}` empties the table.
     """
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected section.key=value")
@@ -255,7 +267,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         section, values = next(iter(override.items()))
         key, value = next(iter(values.items()))
         current = merged.get(section, {}).get(key)
-        if isinstance(value, dict) and section in _SECTION_CLASSES:
+        if isinstance(value, dict) and value and section in _SECTION_CLASSES:  # `{}` clears the table
             known_default = getattr(_SECTION_CLASSES[section](), key, None)
             if isinstance(known_default, Mapping):
                 value = {**dict(current or {}), **value}

@@ -3,6 +3,7 @@ validation features and the collate step that turns (augmented) audio into norma
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -15,11 +16,10 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
-from edge.frontend import mfcc
+from edge.frontend import FrontendConfig, mfcc
 from training.config import DataConfig
-from training.data.augment import AugmentConfig, build_augmenter
-from training.data.dataset import WindowDataset, speaker_split, training_clips
-from training.data.features import FeatureCache
+from training.data.dataset import WindowDataset, select_trainable, speaker_split, training_clips
+from training.data.features import FeatureCache, feature_statistics
 from training.data.manifest import Clip
 from training.data.paths import MANIFEST_NAME, REPO_ROOT, kws_data_dir
 
@@ -57,8 +57,36 @@ def _repo_path(text: str) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def select_clips(config: DataConfig) -> list[Clip]:
-    clips = training_clips(corpus_roots(config), list(config.datasets) or None, config.exclude_words)
+def excluded_clip_keys(source: str) -> set[str]:
+    """Clip keys from `data.exclude_clips`: a text file (one key per line, `#` comments) or the JSON report of
+    `kws-train data filter` (its `dropped_clips`)."""
+    path = _repo_path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.exclude_clips: {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            dropped = json.loads(text)["dropped_clips"]
+            return {str(entry["key"]) for entry in dropped}
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"data.exclude_clips: {path} is not a filter report with dropped_clips[].key ({error})"
+            ) from error
+    return {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+
+
+def select_clips(config: DataConfig, available: Sequence[Clip] | None = None) -> list[Clip]:
+    """The training clips `config` selects, from the manifests of its roots or from `available` (a pack)."""
+    datasets = list(config.datasets) or None
+    if available is None:
+        clips = training_clips(corpus_roots(config), datasets, config.exclude_words)
+    else:
+        clips = select_trainable(available, datasets, config.exclude_words, source=f"data.pack {config.pack}")
+    if config.exclude_clips:
+        excluded = excluded_clip_keys(config.exclude_clips)
+        before = len(clips)
+        clips = [clip for clip in clips if clip.key not in excluded]
+        log.info("data.exclude_clips: %d of %d clips left out", before - len(clips), before)
     if config.english_only:
         clips = [clip for clip in clips if ":" not in clip.label]
     if config.max_clips > 0 and len(clips) > config.max_clips:
@@ -87,6 +115,20 @@ def select_clips(config: DataConfig) -> list[Clip]:
     return clips
 
 
+class PackedWindows:
+    """The clips of a feature pack in `WindowDataset`'s shape (clips, labels, label_to_index), without audio."""
+
+    def __init__(self, clips: Sequence[Clip], label_to_index: dict[str, int] | None = None) -> None:
+        self.clips = list(clips)
+        if label_to_index is None:
+            label_to_index = {label: i for i, label in enumerate(sorted({c.label for c in self.clips}))}
+        self.label_to_index = dict(label_to_index)
+        self.labels = [self.label_to_index[clip.label] for clip in self.clips]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+
 class CachedFeatureDataset(Dataset[dict[str, Any]]):
     """Un-augmented training windows from the feature cache: items `{"features", "label", "key"}`.
 
@@ -95,7 +137,7 @@ class CachedFeatureDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(
-        self, windows: WindowDataset, features: npt.NDArray[Any], shift_frames: int, seed: int
+        self, windows: WindowDataset | PackedWindows, features: npt.NDArray[Any], shift_frames: int, seed: int
     ) -> None:
         if features.shape[0] != len(windows):
             raise ValueError(f"feature cache holds {features.shape[0]} windows for {len(windows)} clips")
@@ -149,9 +191,9 @@ class MfccCollate:
 
 @dataclass(frozen=True)
 class PreparedData:
-    train: WindowDataset
+    train: WindowDataset | PackedWindows
     train_source: WindowDataset | CachedFeatureDataset  # what the DataLoader reads
-    val: WindowDataset | None  # held-out speakers' clips of the training words
+    val: WindowDataset | PackedWindows | None  # held-out speakers' clips of the training words
     val_features: torch.Tensor | None  # normalised [N, frames, n_mfcc]
     val_labels: list[int]
     val_names: list[str]
@@ -169,6 +211,10 @@ def prepare_data(
 ) -> PreparedData:
     """Select, split and load the clips; `feature_stats` (mean, std) overrides the training-set statistics
     (fine-tuning keeps those of the checkpoint it starts from)."""
+    if config.pack:
+        return _prepare_from_pack(config, seed, feature_stats)
+    from training.data.augment import AugmentConfig, build_augmenter  # audio only: not needed with a pack
+
     clips = select_clips(config)
     train_clips, val_clips = speaker_split(clips, config.val_fraction, config.split_seed)
     log.info("clips: %d training, %d validation (held-out speakers)", len(train_clips), len(val_clips))
@@ -193,17 +239,31 @@ def prepare_data(
         if config.data_dir and augment_config.data_dir is None:
             augment_config = replace(augment_config, data_dir=config.data_dir)
         train.augment = build_augmenter(augment_config, train.background_speech)
-    val_features = None
-    val: WindowDataset | None = None
-    val_labels: list[int] = []
-    val_names: list[str] = []
     known_val = [clip for clip in val_clips if clip.label in train.label_to_index]
+    val: WindowDataset | None = None
+    val_raw = None
     if known_val:
         val = WindowDataset(known_val, config.window_seconds, progress=progress)
-        cached = cache.load_or_build(val, progress=progress)
+        val_raw = cache.load_or_build(val, progress=progress).features
+    return _assemble(train, train_source, val, val_raw, feature_mean, feature_std)
+
+
+def _assemble(
+    train: WindowDataset | PackedWindows,
+    train_source: WindowDataset | CachedFeatureDataset,
+    val: WindowDataset | PackedWindows | None,
+    val_raw: npt.NDArray[Any] | None,
+    feature_mean: Sequence[float],
+    feature_std: Sequence[float],
+) -> PreparedData:
+    """`PreparedData` from the chosen clips; `val_raw` is the validation clips' un-normalised MFCC."""
+    val_features = None
+    val_names: list[str] = []
+    val_labels: list[int] = []
+    if val is not None and val_raw is not None:
         mean = np.asarray(feature_mean, dtype=np.float32)
         std = np.asarray(feature_std, dtype=np.float32)
-        val_features = torch.from_numpy((np.asarray(cached.features, dtype=np.float32) - mean) / std)
+        val_features = torch.from_numpy((np.asarray(val_raw, dtype=np.float32) - mean) / std)
         val_names = [clip.label for clip in val.clips]
         val_labels = [train.label_to_index[name] for name in val_names]
     vocabulary: dict[str, set[str]] = defaultdict(set)
@@ -221,3 +281,40 @@ def prepare_data(
         feature_mean=[float(v) for v in feature_mean],
         feature_std=[float(v) for v in feature_std],
     )
+
+
+def _prepare_from_pack(
+    config: DataConfig, seed: int, feature_stats: tuple[list[float], list[float]] | None
+) -> PreparedData:
+    from training.data.pack import load_pack
+
+    pack = load_pack(_repo_path(config.pack))
+    if abs(pack.window_seconds - config.window_seconds) > 1e-9:
+        raise ValueError(
+            f"data.pack {pack.path} holds {pack.window_seconds} s windows but data.window_seconds is "
+            f"{config.window_seconds}"
+        )
+    if config.augment or config.random_placement:
+        raise ValueError(
+            f"data.pack {pack.path} holds fixed MFCC windows, no audio: set data.augment = false and "
+            "data.random_placement = false (data.shift_frames still applies)"
+        )
+    if pack.frontend_fingerprint != FrontendConfig().fingerprint:
+        raise ValueError(
+            f"data.pack {pack.path} was made with front end {pack.frontend_fingerprint}, this one is "
+            f"{FrontendConfig().fingerprint}: rebuild the pack"
+        )
+    clips = select_clips(config, pack.clips)
+    train_clips, val_clips = speaker_split(clips, config.val_fraction, config.split_seed)
+    log.info("pack clips: %d training, %d validation (held-out speakers)", len(train_clips), len(val_clips))
+    train = PackedWindows(train_clips)
+    train_features = pack.features[pack.rows_of(train.clips)]
+    if feature_stats is None:
+        feature_mean, feature_std = feature_statistics(train_features)
+    else:
+        feature_mean, feature_std = feature_stats
+    train_source = CachedFeatureDataset(train, train_features, config.shift_frames, seed)
+    known_val = [clip for clip in val_clips if clip.label in train.label_to_index]
+    val = PackedWindows(known_val, train.label_to_index) if known_val else None
+    val_raw = pack.features[pack.rows_of(val.clips)] if val is not None else None
+    return _assemble(train, train_source, val, val_raw, feature_mean, feature_std)

@@ -13,7 +13,8 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,25 +159,45 @@ def _start_checkpoint(config: TrainingConfig) -> Checkpoint | None:
 
 def _build_distillation(
     config: TrainingConfig, data: PreparedData, ctx: DistributedContext, student_dim: int
-) -> tuple[Any, Any, Any]:
-    """(targets, term, teacher record) or Nones when distillation is off."""
+) -> tuple[Any, Any, Any, Any]:
+    """(targets, term, teacher record, training source) or Nones and `data.train_source` when it is off."""
     if config.distill.weight <= 0:
-        return None, None, None
+        return None, None, None, data.train_source
     from training.distill.loss import DistillationTerm
-    from training.distill.targets import TeacherTargets, dataset_items
+    from training.distill.targets import TeacherTargets, dataset_items, window_items
     from training.distill.teachers import load_teacher, teacher_record
 
-    teacher = load_teacher(config.distill.teacher, config.distill.teacher_model or None)
-    items = dataset_items(data.train) + (dataset_items(data.val) if data.val is not None else [])
+    load = partial(load_teacher, config.distill.teacher, config.distill.teacher_model or None)
+    train_items = dataset_items(data.train)
+    source: Any = data.train_source
+    copies = config.distill.augmented_copies
+    if copies > 0:
+        from training.data.augment import AugmentConfig, build_augmenter
+        from training.data.dataset import WindowDataset
+        from training.distill.copies import AugmentedCopies
+
+        if not isinstance(data.train, WindowDataset):
+            raise ValueError("distill.augmented_copies needs the clips' audio (not a data.pack)")
+
+        augment_config = AugmentConfig.from_dict(dict(config.data.augment_params))
+        if config.data.data_dir and augment_config.data_dir is None:
+            augment_config = replace(augment_config, data_dir=config.data.data_dir)
+        augment = build_augmenter(augment_config, data.train.background_speech)
+        train_items = list(window_items(train_items, copies, augment, config.run.seed))
+        source = AugmentedCopies(data.train_source, data.train, copies, augment, config.run.seed)
+    items = train_items + (dataset_items(data.val) if data.val is not None else [])
     cache_dir = config.distill.cache_dir or None
     targets = None
     if ctx.is_main:
-        targets = TeacherTargets.build(teacher, items, cache_dir, progress=config.run.progress)
+        targets = TeacherTargets.build_parallel(
+            load, items, cache_dir, config.distill.jobs, progress=config.run.progress
+        )
     ctx.barrier()
     if targets is None:
-        targets = TeacherTargets.build(teacher, items, cache_dir, progress=False)
+        targets = TeacherTargets.build_parallel(load, items, cache_dir, progress=False)
+    teacher = load()
     term = DistillationTerm(student_dim, targets.embedding_dim, config.distill.kind)
-    return targets, term, teacher_record(teacher)
+    return targets, term, teacher_record(teacher), source
 
 
 def _append_log(path: Path, row: dict[str, Any]) -> None:
@@ -193,6 +214,8 @@ def train(config: TrainingConfig) -> TrainResult:
     ctx = setup_distributed(config.run.device)
     if config.run.threads > 0:
         torch.set_num_threads(config.run.threads)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick its fastest kernels
     progress = config.run.progress and ctx.is_main
     run_dir = Path(config.run.out_dir) / config.run.name
     start = _start_checkpoint(config)
@@ -219,7 +242,9 @@ def train(config: TrainingConfig) -> TrainResult:
             len(data.label_to_index),
             **dict(config.loss.params),
         )
-    targets, distill_term, teacher = _build_distillation(config, data, ctx, embedding_dim_of(encoder))
+    targets, distill_term, teacher, train_source = _build_distillation(
+        config, data, ctx, embedding_dim_of(encoder)
+    )
     objective = TrainingObjective(encoder, loss, config.loss.weight, distill_term, config.distill.weight)
     objective.to(ctx.device)
     wrapped: nn.Module = objective
@@ -273,9 +298,9 @@ def train(config: TrainingConfig) -> TrainResult:
     last_path = run_dir / "last.pt"
     for epoch in range(first_epoch, config.train.epochs):
         sampler.set_epoch(epoch)
-        data.train_source.set_epoch(epoch)
+        train_source.set_epoch(epoch)
         loader = DataLoader(
-            data.train_source, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers
+            train_source, batch_sampler=sampler, collate_fn=collate, num_workers=config.data.num_workers
         )
         objective.train()
         for module in frozen:

@@ -161,6 +161,33 @@ def _add_stats(subparsers: Any) -> None:
     parser.set_defaults(func=run_stats)
 
 
+def run_pack(args: argparse.Namespace) -> int:
+    """Pack the clips a training config selects (its [data] section, before the speaker split)."""
+    from training.config import load_config
+    from training.data.pack import write_pack
+    from training.prepare import select_clips
+
+    config = load_config(args.config, list(args.set))
+    if config.data.pack:
+        raise ValueError(f"{args.config}: data.pack is set; a pack is built from manifests, not from a pack")
+    clips = select_clips(config.data)
+    path = write_pack(clips, config.data.window_seconds, Path(args.output), progress=True)
+    print(f"{path}: {len(clips)} clips, {path.stat().st_size} bytes")
+    return 0
+
+
+def _add_pack(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "pack", help="MFCC windows of a config's clips in one file, to train where the audio is not"
+    )
+    parser.add_argument(
+        "--config", help="training TOML whose [data] section selects the clips (default: defaults)"
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--output", required=True, help="the pack to write (.npz)")
+    parser.set_defaults(func=run_pack)
+
+
 _BUILDERS = {
     "synthetic": ("training.data.synthetic", "build_synthetic_main", "render the synthetic many-word corpus"),
     "lsk": (
@@ -197,13 +224,14 @@ def split_builder_argv(argv: Sequence[str]) -> tuple[str, list[str]] | None:
 
 
 def add_data_commands(subparsers: Any) -> None:
-    """Add `data stats|bench|synthetic|lsk|filter` to a command line's subparsers (`args.func(args)` runs it)."""
+    """Add `data stats|bench|pack|synthetic|lsk|filter` to a command line's subparsers (`args.func(args)` runs it)."""
     data = subparsers.add_parser("data", help="inspect and build the speech corpora")
     data_commands = data.add_subparsers(
-        dest="data_command", required=True, metavar="{stats,bench,synthetic,lsk,filter}"
+        dest="data_command", required=True, metavar="{stats,bench,pack,synthetic,lsk,filter}"
     )
     _add_stats(data_commands)
     _add_bench(data_commands)
+    _add_pack(data_commands)
     _add_builders(data_commands)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "check_trainable",
     "load_window",
     "noise_files",
+    "select_trainable",
     "speaker_split",
     "training_clips",
 ]
@@ -80,6 +81,24 @@ def training_clips(
     """
     if isinstance(roots, (str, Path)):
         roots = [Path(roots)]
+    clips: list[Clip] = []
+    for root in roots:
+        clips.extend(read_manifest(Path(root)))
+    return select_trainable(
+        clips, datasets, exclude_words, exclude_splits=exclude_splits, source=str(list(map(str, roots)))
+    )
+
+
+def select_trainable(
+    clips: Sequence[Clip],
+    datasets: Sequence[str] | None = None,
+    exclude_words: Sequence[str] = (),
+    *,
+    exclude_splits: Sequence[str] = (),
+    source: str = "the given clips",
+) -> list[Clip]:
+    """`training_clips` on clips already read (from manifests or a feature pack); `source` names them in
+    errors."""
     if datasets is not None:
         if isinstance(datasets, str):
             datasets = [datasets]
@@ -91,16 +110,11 @@ def training_clips(
         noise = sorted(set(datasets) & NOISE_DATASETS)
         if noise:
             raise ValueError(f"{noise} is not a word corpus: use noise_files(root) for augmentation")
-    clips: list[Clip] = []
-    for root in roots:
-        clips.extend(read_manifest(Path(root)))
     available = sorted({clip.dataset for clip in clips})
     if datasets is not None:
         unknown = sorted(set(datasets) - set(available))
         if unknown:
-            raise ValueError(
-                f"dataset(s) {unknown} not found under {list(map(str, roots))}; found {available}"
-            )
+            raise ValueError(f"dataset(s) {unknown} not found in {source}; found {available}")
         wanted = set(datasets)
     else:
         wanted = set(available) - BENCHMARK_DATASETS - NOISE_DATASETS

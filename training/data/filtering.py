@@ -195,6 +195,7 @@ def write_filtered_manifest(
     if report is not None:
         dropped = [
             {
+                "key": d.clip.key,
                 "path": str(d.clip.path),
                 "word": d.clip.word,
                 "speaker": d.clip.speaker,

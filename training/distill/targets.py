@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,7 +70,8 @@ def base_key(key: str) -> str:
     return key.split(AUGMENT_SEPARATOR, 1)[0]
 
 
-def _copy_rng(key: str, copy: int, seed: int) -> np.random.Generator:
+def copy_rng(key: str, copy: int, seed: int) -> np.random.Generator:
+    """The generator that makes augmented copy `copy` of clip `key`: the same for the targets and the loader."""
     digest = hashlib.sha256(f"{seed}\0{key}\0{copy}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
@@ -100,7 +102,7 @@ def window_items(
 
             def make(load: Callable[[], npt.NDArray[Any]] = load, key: str = key, copy: int = copy) -> Any:
                 assert augment is not None
-                return augment(np.asarray(load(), dtype=np.float32), _copy_rng(key, copy, seed))
+                return augment(np.asarray(load(), dtype=np.float32), copy_rng(key, copy, seed))
 
             yield augmented_key(key, copy), make
 
@@ -270,6 +272,51 @@ class TeacherTargets:
         )
         return targets
 
+    @classmethod
+    def build_parallel(
+        cls,
+        load_teacher: Callable[[], Teacher],
+        items: Sequence[Item],
+        cache_dir: str | Path | None = None,
+        jobs: int = 1,
+        progress: bool = True,
+    ) -> TeacherTargets:
+        """`build` with the missing keys split over `jobs` forked processes, each with its own teacher from
+        `load_teacher` (a ResNet-50 teacher is single-thread bound: two processes fill the cache twice as
+        fast on two cores). Shard names are unique per process, so the parts never collide."""
+        teacher = load_teacher()
+        if jobs <= 1:
+            return cls.build(teacher, items, cache_dir, progress=progress)
+        cached = cls._open_or_create(teacher, cache_dir)
+        seen: set[str] = set()
+        missing: list[Item] = []
+        for key, source in items:
+            if key not in seen and key not in cached:
+                missing.append((key, source))
+            seen.add(key)
+        if len(missing) >= 2 * jobs:
+            log.info("teacher targets: %d missing, over %d processes", len(missing), jobs)
+            context = multiprocessing.get_context("fork")  # the parts inherit the lazy window loaders
+            workers = [
+                context.Process(
+                    target=_build_part,
+                    args=(load_teacher, missing[part::jobs], cache_dir, progress and part == 0),
+                    name=f"teacher-targets-{part}",
+                )
+                for part in range(jobs)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            failed = [worker.name for worker in workers if worker.exitcode != 0]
+            if failed:
+                raise RuntimeError(
+                    f"teacher targets: process(es) {failed} failed (see their log above); the shards they "
+                    "finished are kept and the next build resumes after them"
+                )
+        return cls.build(teacher, items, cache_dir, progress=False)  # reopens; computes anything left
+
     def _write_shard(self, keys: list[str], embeddings: npt.NDArray[np.float32]) -> None:
         name = _shard_name()
         array_path = self.directory / f"{name}.npy"
@@ -308,3 +355,9 @@ class TeacherTargets:
             rows[position] = self._shards[shard][row]
         rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         return torch.from_numpy(rows)
+
+
+def _build_part(
+    load_teacher: Callable[[], Teacher], items: Sequence[Item], cache_dir: str | Path | None, progress: bool
+) -> None:
+    TeacherTargets.build(load_teacher(), items, cache_dir, progress=progress)
