@@ -8,11 +8,12 @@ bad values raise `ConfigError` naming the key (`detector.hop_ms: ...`). Every fi
 from __future__ import annotations
 
 import dataclasses
-import tomllib
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
+
+from edge.tomlconfig import ConfigError, coerce_sections, read_toml
+from edge.tomlconfig import require as _require
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -30,15 +31,6 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/udkws/config.toml")
 SHIPPED_DEFAULTS = Path(__file__).with_name("default_config.toml")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
-
-
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -227,54 +219,9 @@ class Config:
         return _build(sections, base=self, where="command line")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    origin = get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(annotation) if a is not type(None)]
-        return _coerce(value, options[0], key)
-    if origin is tuple:
-        _require(isinstance(value, list | tuple), key, f"expected a list, got {value!r}")
-        inner = get_args(annotation)[0]
-        return tuple(_coerce(item, inner, f"{key}[{i}]") for i, item in enumerate(value))
-    if annotation is bool:
-        _require(isinstance(value, bool), key, f"expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        _require(
-            isinstance(value, int) and not isinstance(value, bool), key, f"expected an integer, got {value!r}"
-        )
-        return value
-    if annotation is float:
-        _require(
-            isinstance(value, int | float) and not isinstance(value, bool),
-            key,
-            f"expected a number, got {value!r}",
-        )
-        return float(value)
-    if annotation is str:
-        _require(isinstance(value, str), key, f"expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {annotation}")
-
-
 def _build(sections: dict[str, Any], base: Config, where: str) -> Config:
-    section_types = get_type_hints(Config)
-    replaced: dict[str, Any] = {}
-    for section_name, values in sections.items():
-        if section_name not in section_types:
-            raise ConfigError(
-                f"{section_name}: unknown section in {where}; expected one of {sorted(section_types)}"
-            )
-        _require(isinstance(values, dict), section_name, f"expected a table [{section_name}], got {values!r}")
-        section_type = section_types[section_name]
-        hints = get_type_hints(section_type)
-        changes = {}
-        for key, value in values.items():
-            dotted = f"{section_name}.{key}"
-            if key not in hints:
-                raise ConfigError(f"{dotted}: unknown key in {where}; [{section_name}] takes {sorted(hints)}")
-            changes[key] = _coerce(value, hints[key], dotted)
-        replaced[section_name] = dataclasses.replace(getattr(base, section_name), **changes)
+    changes = coerce_sections(Config, sections, where)
+    replaced = {name: dataclasses.replace(getattr(base, name), **values) for name, values in changes.items()}
     return dataclasses.replace(base, **replaced).validate()
 
 
@@ -290,10 +237,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if chosen is not None:
         if not chosen.is_file():
             raise ConfigError(f"{chosen}: no such configuration file")
-        try:
-            raw = tomllib.loads(chosen.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-            raise ConfigError(f"{chosen}: not valid TOML ({error})") from error
-        config = _build(raw, config, str(chosen))
+        config = _build(read_toml(chosen), config, str(chosen))
     config.validate()
     return config.with_overrides(overrides) if overrides else config

@@ -41,12 +41,12 @@ def test_shipped_configs_load(name: str) -> None:
 def test_unknown_keys_and_sections_are_named(tmp_path: Path) -> None:
     toml = tmp_path / "bad.toml"
     toml.write_text("[train]\nepoch = 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key train\.epoch"):
+    with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
         load_config(toml)
     toml.write_text("[optimiser]\nlr = 3\n")
-    with pytest.raises(ConfigError, match=r"unknown section \[optimiser\]"):
+    with pytest.raises(ConfigError, match=r"optimiser: unknown section"):
         load_config(toml)
-    with pytest.raises(ConfigError, match=r"unknown key run\.nmae"):
+    with pytest.raises(ConfigError, match=r"run\.nmae: unknown key in override"):
         load_config(None, ["run.nmae=x"])
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         parse_override("epochs3")

@@ -120,4 +120,4 @@ def test_cli_trains_and_ships(
     assert load_checkpoint(shipped).training_state is None
     assert shipped.stat().st_size < last.stat().st_size
     assert kws_train(["train", "--set", "train.epoch=1"]) == 2
-    assert "unknown key train.epoch" in capsys.readouterr().err
+    assert "train.epoch: unknown key" in capsys.readouterr().err

@@ -11,11 +11,14 @@ import dataclasses
 import json
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
+
+from edge.tomlconfig import ConfigError, coerce_sections, read_toml
 
 __all__ = [
+    "ConfigError",
     "DataConfig",
     "DistillConfig",
     "LossConfig",
@@ -28,10 +31,6 @@ __all__ = [
     "load_config",
     "parse_override",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used: unknown key, wrong type or bad value (the message names it)."""
 
 
 @dataclass(frozen=True)
@@ -171,62 +170,12 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not serialisable: {value!r}")
 
 
-_SECTION_CLASSES: dict[str, type[Any]] = {
-    "run": RunConfig,
-    "data": DataConfig,
-    "model": ModelConfig,
-    "loss": LossConfig,
-    "train": TrainConfig,
-    "validate": ValidateConfig,
-    "distill": DistillConfig,
-}
+_SECTION_CLASSES: dict[str, type[Any]] = get_type_hints(TrainingConfig)
 
 
-def _coerce(section: str, key: str, value: Any, default: Any) -> Any:
-    where = f"{section}.{key}"
-    if isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _merge(base: dict[str, dict[str, Any]], updates: Mapping[str, Any], origin: str) -> None:
-    for section, values in updates.items():
-        if section not in _SECTION_CLASSES:
-            raise ConfigError(f"{origin}: unknown section [{section}]; known: {', '.join(_SECTION_CLASSES)}")
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"{origin}: [{section}] must be a table, got {values!r}")
-        known = {f.name: f for f in fields(_SECTION_CLASSES[section])}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(
-                    f"{origin}: unknown key {section}.{key}; known keys of [{section}]: {', '.join(known)}"
-                )
-            default = getattr(_SECTION_CLASSES[section](), key)
-            base[section][key] = _coerce(section, key, value, default)
+def _merge(base: dict[str, dict[str, Any]], updates: Mapping[str, Any], where: str) -> None:
+    for section, values in coerce_sections(TrainingConfig, updates, where).items():
+        base[section].update(values)
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -257,11 +206,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such config file")
-        try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: not valid TOML: {error}") from error
-        _merge(merged, document, str(path))
+        _merge(merged, read_toml(path), str(path))
     for text in overrides:
         override = parse_override(text)
         section, values = next(iter(override.items()))
