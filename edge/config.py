@@ -79,7 +79,7 @@ class AudioConfig:
 @dataclass(frozen=True)
 class DetectorConfig:
     hop_ms: int = 100
-    threshold: float = 0.54
+    threshold: float = 0.495
     trigger_level: int = 2
     trigger_window: int = 3
     refractory_ms: int = 1500

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import Checkpoint, git_commit, load_checkpoint, save_checkpoint
 from training.config import TrainingConfig, dumps_toml
 from training.data.sampler import ClassBalancedSampler
 from training.distributed import DistributedContext, setup_distributed
@@ -218,6 +218,7 @@ def train(config: TrainingConfig) -> TrainResult:
         torch.backends.cudnn.benchmark = True  # fixed window shapes: let cuDNN pick its fastest kernels
     progress = config.run.progress and ctx.is_main
     run_dir = Path(config.run.out_dir) / config.run.name
+    commit = git_commit()  # the code this run started with, whatever HEAD is when a later epoch is saved
     start = _start_checkpoint(config)
     stats = (start.feature_mean, start.feature_std) if start is not None else None
     if ctx.is_main:  # build the caches once; the other ranks then read them
@@ -367,7 +368,7 @@ def train(config: TrainingConfig) -> TrainResult:
             common: dict[str, Any] = {
                 "model": encoder, "model_name": config.model.name, "window_seconds": config.data.window_seconds,
                 "feature_mean": data.feature_mean, "feature_std": data.feature_std, "vocabulary": data.vocabulary,
-                "train_config": config.to_dict(), "teacher": teacher,
+                "train_config": config.to_dict(), "teacher": teacher, "commit": commit,
             }  # fmt: skip
             state = {
                 "epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),

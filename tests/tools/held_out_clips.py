@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO))
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import DataConfig  # noqa: E402
 from training.data.dataset import speaker_split  # noqa: E402
+from training.data.paths import kws_data_dir  # noqa: E402
 from training.prepare import select_clips  # noqa: E402
 
 
@@ -30,7 +31,11 @@ def held_out_paths(checkpoint_path: Path) -> list[str]:
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
     config = DataConfig(**values)
     _, validation = speaker_split(select_clips(config), config.val_fraction, config.split_seed)
-    return sorted(str(clip.path.relative_to(clip.root)) for clip in validation)
+    # Recorded speech only: generated corpora (corpora/synthetic) are not speakers a threshold is measured on,
+    # and their paths do not resolve under the data directory that `kws-edge threshold` reads.
+    data_root = kws_data_dir(config.data_dir or None).resolve()
+    recorded = [clip for clip in validation if clip.root.resolve() == data_root]
+    return sorted(str(clip.path.relative_to(clip.root)) for clip in recorded)
 
 
 if __name__ == "__main__":

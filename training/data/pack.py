@@ -8,7 +8,7 @@ unchanged: `data.pack = "packs/real_1s.npz"` replaces the manifests and the audi
 benchmark refusals) still applies to the clips inside. The trade-off: no audio, so no augmentation, no
 random placement and no distillation targets from a pack; random time shifts of the cached features remain.
 
-Quantisation error is at most half a step per coefficient, about 0.4 % of each coefficient's range
+Quantisation error is at most half a step per coefficient, about 0.2 % of each coefficient's range
 (`tests/test_data_pack.py` checks it).
 """
 
