@@ -33,3 +33,32 @@ def test_bad_requests_are_refused(tmp_path: Path) -> None:
         run_ablations(AblationSettings("p.npz", tmp_path), only=["loss_nonsense"])
     with pytest.raises(ValueError, match="exclude-clips"):
         run_ablations(AblationSettings("p.npz", tmp_path), only=["filtered_ap_softmax"])
+
+
+def test_a_small_ablation_set_runs_end_to_end_from_a_pack(
+    kws_data_dir: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    from training.checkpoint import load_checkpoint
+    from training.cli import main as kws_train
+
+    pack = tmp_path / "small.npz"
+    arguments = ["data", "pack", "--config", "training/configs/pretrain.toml", "--output", str(pack)]
+    for override in (f"data.data_dir='{kws_data_dir}'", "data.optional_roots=[]", "data.max_clips=600"):
+        arguments += ["--set", override]
+    assert kws_train(arguments) == 0
+    small = (
+        "model.params={channels = 8, dilated_layers = 4, embedding_dim = 16}",
+        "train.words_per_batch=4", "train.takes_per_word=2", "train.max_steps_per_epoch=2",
+        "train.warmup_steps=1", "validate.shots=[1]", "validate.seeds=[0]", "data.val_fraction=0.3",
+    )  # fmt: skip
+    settings = AblationSettings(str(pack), tmp_path / "runs", "cpu", 1, 1, extra_overrides=small)
+    summary = run_ablations(settings, only=["loss_amsoftmax", "loss_ap_softmax", "two_stage"])
+    assert list(summary) == ["loss_amsoftmax", "loss_ap_softmax", "two_stage"]
+    stage1 = load_checkpoint(tmp_path / "runs" / "loss_ap_softmax" / "model.pt")
+    stage2 = load_checkpoint(tmp_path / "runs" / "two_stage" / "model.pt")
+    assert stage1.training_state is None and stage2.model_name == "res15"
+    assert stage2.train_config["run"]["init_from"].endswith("loss_ap_softmax/model.pt")
+    assert set(stage2.vocabulary) <= {"gsc_v1_words", "fsdd", "dspspeech20"}  # English words only
+    assert stage2.feature_mean == stage1.feature_mean  # stage 2 keeps stage 1's statistics
+    again = run_ablations(settings, only=["loss_softmax"])  # a later call keeps the earlier runs' records
+    assert set(again) == {"loss_amsoftmax", "loss_ap_softmax", "two_stage", "loss_softmax"}
