@@ -31,10 +31,9 @@ from conversion.sidecar import (
     publish_pair,
     read_sidecar,
     sidecar_path_for,
-    write_bytes_atomic,
-    write_json_atomic,
 )
 from conversion.verify import VerifyConfig, verify_model
+from edge.fileio import atomic_write_bytes, atomic_write_json
 from training.export import (
     INPUT_NAME,
     CheckpointError,
@@ -129,7 +128,7 @@ def _check_stamp(config: ConvertConfig, source: ModelSource, step: str) -> None:
 def step_export(config: ConvertConfig, source: ModelSource) -> dict[str, Any]:
     export_onnx(source, config.onnx_path)
     stamp = {"checkpoint": str(source.checkpoint_path), "checkpoint_sha256": source.checkpoint_sha256}
-    write_json_atomic(stamp, config.stamp)
+    atomic_write_json(config.stamp, stamp)
     return {"onnx": str(config.onnx_path), "input_shape": list(source.input_shape)}
 
 
@@ -178,8 +177,8 @@ def step_quantize(config: ConvertConfig, source: ModelSource) -> dict[str, Any]:
         extra=conversion,
     )
     # Model first, sidecar second: edge.model rejects a model whose sidecar hash does not match.
-    write_bytes_atomic(quantized.data, config.candidate)
-    write_json_atomic(sidecar, sidecar_path_for(config.candidate))
+    atomic_write_bytes(config.candidate, quantized.data)
+    atomic_write_json(sidecar_path_for(config.candidate), sidecar)
     return {"candidate": str(config.candidate), "bytes": len(quantized.data), **conversion}
 
 
@@ -198,7 +197,7 @@ def step_verify(config: ConvertConfig, source: ModelSource) -> dict[str, Any]:
         float_onnx = None  # the ONNX file is not this checkpoint's: the float side runs in torch
     figures = verify_model(config.candidate, source, config.verify, config.data_dir, float_onnx)
     sidecar["verification"] = figures
-    write_json_atomic(sidecar, sidecar_path)
+    atomic_write_json(sidecar_path, sidecar)
     if figures["passed"]:
         model, meta = publish_pair(config.candidate, config.output_dir, config.name)
         figures["published"] = [str(model), str(meta)]

@@ -1,7 +1,7 @@
 """The converted model's sidecar JSON (docs/ARCHITECTURE.md, "Converted model") and atomic file output.
 
-`build_sidecar` fills every field of the contract that `edge.model.load_model` reads; `write_bytes_atomic`
-and `write_json_atomic` write through a temporary file, fsync and rename; `publish_pair` moves a verified
+`build_sidecar` fills every field of the contract that `edge.model.load_model` reads (written, like every file
+here, with `edge.fileio`'s atomic writes: temporary file, fsync, rename); `publish_pair` moves a verified
 model and its sidecar into the output folder, keeping the previous pair as `*.prev`.
 """
 
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.fileio import atomic_write_bytes
+from edge.fileio import atomic_write_bytes, atomic_write_json
 from edge.model import SIDECAR_FORMAT, sidecar_path_for
 from training.export import ModelSource
 
@@ -25,8 +25,6 @@ __all__ = [
     "publish_pair",
     "read_sidecar",
     "sidecar_path_for",
-    "write_bytes_atomic",
-    "write_json_atomic",
 ]
 
 SIDECAR_FIELDS = (
@@ -111,16 +109,6 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return dict(raw)
 
 
-def write_bytes_atomic(data: bytes, target: Path) -> Path:
-    target = Path(target)
-    atomic_write_bytes(target, data)
-    return target
-
-
-def write_json_atomic(value: Any, target: Path) -> Path:
-    return write_bytes_atomic((json.dumps(value, indent=2, sort_keys=False) + "\n").encode(), target)
-
-
 def publish_pair(model_path: Path, out_dir: Path, name: str) -> tuple[Path, Path]:
     """Copy a verified model and its sidecar to `<out_dir>/<name>.tflite|.json`, keeping the previous pair.
 
@@ -138,6 +126,6 @@ def publish_pair(model_path: Path, out_dir: Path, name: str) -> tuple[Path, Path
     for existing in (target_model, target_sidecar):
         if existing.exists():
             os.replace(existing, existing.with_name(existing.name + ".prev"))
-    write_bytes_atomic(model_bytes, target_model)
-    write_json_atomic(sidecar, target_sidecar)
+    atomic_write_bytes(target_model, model_bytes)
+    atomic_write_json(target_sidecar, sidecar)
     return target_model, target_sidecar

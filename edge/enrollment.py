@@ -31,19 +31,7 @@ from edge.takes import (
 )
 from edge.templates import Template, TemplateStore
 
-__all__ = [
-    "EnrollmentConfig",
-    "EnrollmentSession",
-    "Rejection",
-    "Segment",
-    "SessionState",
-    "TakeChecks",
-    "VadConfig",
-    "VoiceActivityCutter",
-    "check_consistency",
-    "check_signal",
-    "take_window",
-]
+__all__ = ["EnrollmentConfig", "EnrollmentSession", "SessionState"]
 
 log = logging.getLogger(__name__)
 

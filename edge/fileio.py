@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write_bytes", "file_sha256"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -59,3 +61,13 @@ def atomic_write_bytes(path: str | Path, data: bytes, keep_previous_as: str | No
     if keep_previous_as and path.is_file():
         _write_then_rename(path.with_name(path.name + keep_previous_as), path.read_bytes())
     _write_then_rename(path, data)
+
+
+def atomic_write_text(path: str | Path, text: str, keep_previous_as: str | None = None) -> None:
+    """`atomic_write_bytes` of `text` as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"), keep_previous_as)
+
+
+def atomic_write_json(path: str | Path, value: Any, keep_previous_as: str | None = None) -> None:
+    """`atomic_write_bytes` of `value` as indented JSON with a final newline."""
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n", keep_previous_as)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +47,35 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("KWS_CACHE_DIR", str(cache))
     return cache
+
+
+@contextmanager
+def installed_mock_factory(**options: Any) -> Iterator[Any]:
+    """gpiozero's MockFactory(**options) as the pin factory; the previous factory is put back after."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    previous = Device.pin_factory
+    factory = MockFactory(**options)
+    Device.pin_factory = factory
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = previous
+
+
+@pytest.fixture
+def mock_pins() -> Iterator[Any]:
+    """Mock GPIO pins for one test (tests drive them with drive_low / drive_high)."""
+    with installed_mock_factory() as factory:
+        yield factory
+
+
+@pytest.fixture
+def mock_pwm_pins() -> Iterator[Any]:
+    """Mock PWM-capable pins for one test (PWMLED)."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    with installed_mock_factory(pin_class=MockPWMPin) as factory:
+        yield factory

@@ -160,14 +160,18 @@ def test_augmented_copies_are_reproducible(tmp_path: Path) -> None:
 
 def test_parallel_build_fills_the_cache_from_several_processes(tmp_path: Path) -> None:
     items = make_items(30)
-    built = TeacherTargets.build_parallel(SpectrumTeacher, items, tmp_path, jobs=3, progress=False)
+    built = TeacherTargets.build_parallel(
+        SpectrumTeacher(), items, tmp_path, jobs=3, progress=False, load_teacher=SpectrumTeacher
+    )
     # The parent computed nothing: every key came from the three workers' shards.
     assert (built.computed, built.hits, len(built)) == (0, 30, 30)
     shards = sorted((tmp_path / SpectrumTeacher.sha256).glob("shard-*.keys.json"))
     assert len({path.name.rsplit("-", 1)[-1] for path in shards}) == 3  # one writer pid per part
     expected = SpectrumTeacher().embed(np.stack([audio for _, audio in items]))
     np.testing.assert_allclose(built.lookup([key for key, _ in items]).numpy(), expected, atol=2e-3)
-    again = TeacherTargets.build_parallel(SpectrumTeacher, items, tmp_path, jobs=3, progress=False)
+    again = TeacherTargets.build_parallel(
+        SpectrumTeacher(), items, tmp_path, jobs=3, progress=False, load_teacher=SpectrumTeacher
+    )
     assert (again.computed, again.hits) == (0, 30)
 
 
@@ -177,4 +181,6 @@ def test_parallel_build_reports_a_failed_part(tmp_path: Path) -> None:
             raise RuntimeError("teacher crashed")
 
     with pytest.raises(RuntimeError, match="failed"):
-        TeacherTargets.build_parallel(Broken, make_items(10), tmp_path, jobs=2, progress=False)
+        TeacherTargets.build_parallel(
+            Broken(), make_items(10), tmp_path, jobs=2, progress=False, load_teacher=Broken
+        )

@@ -13,24 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gpiozero import LED, Device
+from gpiozero import LED
 from gpiozero.pins.mock import MockFactory
 
 from edge.audio import load_audio
-from edge.enrollment import (
-    EnrollmentConfig,
-    EnrollmentSession,
+from edge.enrollment import EnrollmentConfig, EnrollmentSession, SessionState
+from edge.gpio import Gesture, Indicator
+from edge.model import Encoder, load_model
+from edge.takes import (
     Rejection,
     Segment,
-    SessionState,
     TakeChecks,
     VoiceActivityCutter,
     check_consistency,
     check_signal,
     take_window,
 )
-from edge.gpio import Gesture, Indicator
-from edge.model import Encoder, load_model
 from edge.templates import Template, TemplateStore
 from tests.edge_fixtures import random_model_path  # noqa: F401  (a fixture)
 
@@ -108,16 +106,6 @@ def clips(kws_data_dir: Path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def encoder(random_model_path: Path) -> Encoder:  # noqa: F811
     return load_model(random_model_path)
-
-
-@pytest.fixture
-def mock_pins() -> Iterator[MockFactory]:
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    Device.pin_factory = previous
 
 
 @pytest.fixture

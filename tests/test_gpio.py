@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from gpiozero import LED, PWMLED, Device
-from gpiozero.pins.mock import MockFactory, MockPWMPin
+from gpiozero import LED, PWMLED
+from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,26 +18,6 @@ from edge.gpio import PATTERNS, ButtonGestures, Gesture, GestureClassifier, Indi
 
 BUTTON_PIN = 26
 LED_PIN = 17
-
-
-@pytest.fixture
-def mock_pins() -> Iterator[MockFactory]:
-    previous = Device.pin_factory
-    factory = MockFactory()
-    Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    Device.pin_factory = previous
-
-
-@pytest.fixture
-def mock_pwm_pins() -> Iterator[MockFactory]:
-    previous = Device.pin_factory
-    factory = MockFactory(pin_class=MockPWMPin)
-    Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    Device.pin_factory = previous
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:

@@ -153,10 +153,6 @@ def load_model_source(path: str | Path) -> ModelSource:
     )
 
 
-def _replace_atomically(data: bytes, target: Path) -> None:
-    atomic_write_bytes(target, data)
-
-
 def export_onnx(source: ModelSource, target: str | Path, check_tolerance: float = 1e-4) -> Path:
     """Write `source.model` as ONNX with the fixed input `[1, frames, n_mfcc]`; check it with onnxruntime.
 
@@ -201,6 +197,6 @@ def export_onnx(source: ModelSource, target: str | Path, check_tolerance: float 
         raise ValueError(
             f"ONNX export: onnxruntime differs from torch by {error:.3g} (tolerance {check_tolerance})"
         )
-    _replace_atomically(data, target)
+    atomic_write_bytes(target, data)
     log.info("ONNX %s: input %s, max |onnx - torch| = %.2g", target, source.input_shape, error)
     return target

@@ -168,6 +168,7 @@ def _build_distillation(
     from training.distill.teachers import load_teacher, teacher_record
 
     load = partial(load_teacher, config.distill.teacher, config.distill.teacher_model or None)
+    teacher = load()
     train_items = dataset_items(data.train)
     source: Any = data.train_source
     copies = config.distill.augmented_copies
@@ -190,12 +191,11 @@ def _build_distillation(
     targets = None
     if ctx.is_main:
         targets = TeacherTargets.build_parallel(
-            load, items, cache_dir, config.distill.jobs, progress=config.run.progress
+            teacher, items, cache_dir, config.distill.jobs, config.run.progress, load_teacher=load
         )
     ctx.barrier()
     if targets is None:
-        targets = TeacherTargets.build_parallel(load, items, cache_dir, progress=False)
-    teacher = load()
+        targets = TeacherTargets.build(teacher, items, cache_dir, progress=False)
     term = DistillationTerm(student_dim, targets.embedding_dim, config.distill.kind)
     return targets, term, teacher_record(teacher), source
 

@@ -32,8 +32,9 @@ def main() -> None:
     windows = WindowDataset(clips, 1.5, progress=False)
     with tempfile.TemporaryDirectory() as empty_cache:
         began = time.monotonic()
+        load = partial(load_teacher, "efficientword-net")
         targets = TeacherTargets.build_parallel(
-            partial(load_teacher, "efficientword-net"), dataset_items(windows), empty_cache, args.jobs, False
+            load(), dataset_items(windows), empty_cache, args.jobs, False, load_teacher=load
         )
         seconds = time.monotonic() - began
     print(f"{len(clips)} clips, {len(targets)} targets, {seconds:.1f} s with {args.jobs} process(es)")

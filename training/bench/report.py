@@ -7,9 +7,10 @@ report can be rewritten from a saved run without measuring again.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from edge.fileio import atomic_write_text
 
 __all__ = ["frr_at_fa", "plot_curves", "render_markdown", "render_table", "write_report"]
 
@@ -297,16 +298,8 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-
-
 def write_report(results: dict[str, Any], markdown_path: Path, png_path: Path) -> None:
     plot_curves(results, png_path)
-    _atomic_text(markdown_path, render_markdown(results, os.path.relpath(png_path, markdown_path.parent)))
+    atomic_write_text(
+        markdown_path, render_markdown(results, os.path.relpath(png_path, markdown_path.parent))
+    )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import tomllib
@@ -22,6 +21,8 @@ import numpy.typing as npt
 
 from edge.audio import TARGET_RATE
 from edge.fileio import atomic_write_bytes as write_atomically
+from edge.fileio import atomic_write_json as write_json_atomically
+from edge.fileio import atomic_write_text as write_text_atomically
 from training.data.manifest import MANIFEST_COLUMNS
 
 __all__ = [
@@ -48,11 +49,11 @@ def atomic_write_bytes(path: Path, data: bytes, keep_previous: bool = True) -> N
 
 
 def atomic_write_text(path: Path, text: str, keep_previous: bool = True) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), keep_previous)
+    write_text_atomically(path, text, keep_previous_as=".prev" if keep_previous else None)
 
 
 def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    write_json_atomically(path, payload, keep_previous_as=".prev")
 
 
 def write_manifest(path: Path, rows: Iterable[Mapping[str, Any]]) -> int:

@@ -275,18 +275,22 @@ class TeacherTargets:
     @classmethod
     def build_parallel(
         cls,
-        load_teacher: Callable[[], Teacher],
+        teacher: Teacher,
         items: Sequence[Item],
         cache_dir: str | Path | None = None,
         jobs: int = 1,
         progress: bool = True,
+        load_teacher: Callable[[], Teacher] | None = None,
     ) -> TeacherTargets:
         """`build` with the missing keys split over `jobs` forked processes, each with its own teacher from
         `load_teacher` (a ResNet-50 teacher is single-thread bound: two processes fill the cache twice as
         fast on two cores). Shard names are unique per process, so the parts never collide."""
-        teacher = load_teacher()
         if jobs <= 1:
             return cls.build(teacher, items, cache_dir, progress=progress)
+        if load_teacher is None:
+            raise ValueError(
+                "build_parallel: jobs > 1 needs load_teacher, to build each process's own teacher"
+            )
         cached = cls._open_or_create(teacher, cache_dir)
         seen: set[str] = set()
         missing: list[Item] = []
