@@ -110,7 +110,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         extra["detector.gate"] = False
     config = _config(args, **extra)
     encoder = open_model(config)
-    templates = TemplateStore(config.state.dir).load_for_model(encoder.sha256, encoder.frontend_fingerprint)
+    templates = TemplateStore(config.state.dir).load_for_model(
+        encoder.sha256, encoder.frontend_fingerprint, encoder.embedding_dim
+    )
     if not templates:
         raise ValueError(
             f"{config.state.dir}: no keyword enrolled for this model (kws-edge enroll NAME a.wav ...)"
@@ -147,10 +149,15 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if args.input is not None:
         if args.files or args.output is None:
             raise ValueError("embed --input W.npy needs --output E.npy and no audio files")
-        windows = np.load(args.input)
-        if windows.dtype != np.float32:
+        try:
+            windows = np.load(args.input)
+        except (OSError, ValueError, EOFError) as error:  # np.load's words for an empty or foreign file
+            raise ValueError(f"{args.input}: not a .npy array of windows ({error})") from error
+        if not isinstance(windows, np.ndarray) or windows.dtype != np.float32:
+            # A .npz file loads as a mapping, not an array.
+            got = windows.dtype if isinstance(windows, np.ndarray) else type(windows).__name__
             raise ValueError(
-                f"{args.input}: expected float32 windows [N, {encoder.window_samples}], got {windows.dtype}"
+                f"{args.input}: expected float32 windows [N, {encoder.window_samples}], got {got}"
             )
         embeddings = encoder.embed_windows(windows)
         np.save(args.output, embeddings)
@@ -234,7 +241,8 @@ def _cmd_threshold(args: argparse.Namespace) -> int:
 def _cmd_bench_daemon(args: argparse.Namespace) -> int:
     from edge.daemon_bench import run_daemon_bench
 
-    print(json.dumps(run_daemon_bench(args.model, args.file, args.threads or 1), indent=1))
+    result = run_daemon_bench(args.model, args.file, args.threads or 1, wyoming_repeats=args.wyoming_repeats)
+    print(json.dumps(result, indent=1))
     return 0
 
 
@@ -380,10 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="recording to replay (default: the demo stream)",
     )
     bench_daemon.add_argument("--threads", type=int, help="interpreter threads (default 1)")
+    bench_daemon.add_argument(
+        "--wyoming-repeats",
+        type=int,
+        default=3,
+        help="live plays of the recording for the Wyoming service's cost (default 3, a minute each; 0: skip)",
+    )
     bench_daemon.set_defaults(func=_cmd_bench_daemon)
 
     devices = sub.add_parser("devices", help="list audio input devices")
     devices.set_defaults(func=_cmd_devices)
+
+    from edge.network_cli import add_network_commands
+
+    add_network_commands(sub, _common, _config)
     return parser
 
 

@@ -8,6 +8,8 @@ bad values raise `ConfigError` naming the key (`detector.hop_ms: ...`). Every fi
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,12 @@ __all__ = [
     "DetectorConfig",
     "GpioConfig",
     "ModelConfig",
+    "MqttConfig",
+    "NetworkConfig",
     "OutputConfig",
     "ServiceConfig",
     "StateConfig",
+    "WyomingConfig",
     "load_config",
 ]
 
@@ -193,6 +198,130 @@ class ServiceConfig:
         )
 
 
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_IP_ALLOW_NAMES = ("any", "localhost", "link-local", "multicast")
+
+
+def _check_wyoming_uri(uri: str, key: str) -> None:
+    scheme, _, rest = uri.partition("://")
+    if scheme == "unix":
+        _require(rest.startswith("/"), key, f"unix:// needs an absolute socket path, got {uri!r}")
+        return
+    host, _, port = rest.rpartition(":")
+    _require(
+        scheme == "tcp" and bool(host) and port.isdigit() and int(port) <= 65535,
+        key,
+        f"expected tcp://HOST:PORT or unix:///PATH, got {uri!r}",
+    )
+
+
+@dataclass(frozen=True)
+class WyomingConfig:
+    enabled: bool = False
+    uri: str = "tcp://0.0.0.0:10400"
+    max_clients: int = 8
+    idle_timeout_s: float = 120.0
+
+    def validate(self, section: str) -> None:
+        _check_wyoming_uri(self.uri, f"{section}.uri")
+        _require(
+            1 <= self.max_clients <= 64, f"{section}.max_clients", f"must be 1-64, got {self.max_clients}"
+        )
+        _require(
+            5 <= self.idle_timeout_s <= 86400,
+            f"{section}.idle_timeout_s",
+            f"must be 5-86400 s, got {self.idle_timeout_s}",
+        )
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 1883
+    username: str = ""
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    client_id: str = ""
+    node_id: str = ""
+    topic_prefix: str = "udkws"
+    discovery: bool = True
+    discovery_prefix: str = "homeassistant"
+    keepalive_s: int = 60
+    qos: int = 1
+    queue_size: int = 1000
+    retry_max_s: float = 30.0
+
+    def validate(self, section: str) -> None:
+        _require(
+            bool(self.host) and " " not in self.host, f"{section}.host", f"expected a host, got {self.host!r}"
+        )
+        _require(1 <= self.port <= 65535, f"{section}.port", f"must be 1-65535, got {self.port}")
+        _require(
+            not self.password_file or bool(self.username),
+            f"{section}.password_file",
+            "a password needs a username (mqtt.username)",
+        )
+        _require(not self.ca_file or self.tls, f"{section}.ca_file", "needs tls = true")
+        for key in ("topic_prefix", "discovery_prefix"):
+            value = getattr(self, key)
+            _require(
+                bool(_TOPIC_LEVEL.match(value)),
+                f"{section}.{key}",
+                f"expected topic levels of letters, digits, '_', '-', '.' joined by '/', got {value!r}",
+            )
+        _require(
+            not self.node_id or re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.node_id) is not None,
+            f"{section}.node_id",
+            f"expected 1-64 letters, digits, '_' or '-' (Home Assistant's rule), got {self.node_id!r}",
+        )
+        _require(
+            re.fullmatch(r"[\x21-\x7e]{0,64}", self.client_id) is not None,
+            f"{section}.client_id",
+            f"expected up to 64 printable characters without spaces, got {self.client_id!r}",
+        )
+        _require(
+            5 <= self.keepalive_s <= 3600, f"{section}.keepalive_s", f"must be 5-3600, got {self.keepalive_s}"
+        )
+        _require(self.qos in (0, 1, 2), f"{section}.qos", f"must be 0, 1 or 2, got {self.qos}")
+        _require(
+            1 <= self.queue_size <= 100000,
+            f"{section}.queue_size",
+            f"must be 1-100000, got {self.queue_size}",
+        )
+        _require(
+            1 <= self.retry_max_s <= 3600,
+            f"{section}.retry_max_s",
+            f"must be 1-3600 s, got {self.retry_max_s}",
+        )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    allow: tuple[str, ...] = (
+        "localhost",
+        "link-local",
+        "multicast",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    )
+
+    def validate(self, section: str) -> None:
+        for i, entry in enumerate(self.allow):
+            if entry in _IP_ALLOW_NAMES:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{section}.allow[{i}]: expected an IP address, a prefix (192.168.1.0/24) or one of "
+                    f"{', '.join(_IP_ALLOW_NAMES)}, got {entry!r}"
+                ) from None
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -202,6 +331,9 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     gpio: GpioConfig = field(default_factory=GpioConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    wyoming: WyomingConfig = field(default_factory=WyomingConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def validate(self) -> Config:
         for section in dataclasses.fields(self):
@@ -220,6 +352,12 @@ class Config:
 
 
 def _build(sections: dict[str, Any], base: Config, where: str) -> Config:
+    mqtt = sections.get("mqtt")
+    if isinstance(mqtt, dict) and "password" in mqtt:
+        raise ConfigError(
+            f"mqtt.password: a password is never read from {where}; put it in a file only the service user "
+            "can read (chmod 600) and name that file in mqtt.password_file"
+        )
     changes = coerce_sections(Config, sections, where)
     replaced = {name: dataclasses.replace(getattr(base, name), **values) for name, values in changes.items()}
     return dataclasses.replace(base, **replaced).validate()

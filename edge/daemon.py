@@ -154,9 +154,19 @@ class Daemon:
         )
         self.detector = Detector(encoder, (), config.detector)
         self.hooks = HookRunner(config.output.hook_timeout_s, config.output.hook_workers, self.events)
-        self.detections: list[Detection] = []
+        self.mqtt: Any = None  # edge.mqtt.MqttPublisher when [mqtt] is enabled
+        if config.mqtt.enabled:
+            from edge.mqtt import MqttPublisher
+
+            self.mqtt = MqttPublisher(config.mqtt, self.events.emit)  # a bad password file fails here
+        self.wyoming: Any = None  # edge.wyoming_server.WakeServerThread once started
+        # A count, not a list: each detection holds 1.5 s of audio, and a list grew by ~3 MB per hour of speech.
+        self.detection_count = 0
         self._gestures: queue.Queue[Any] = queue.Queue()
         self._signature: tuple[tuple[str, int, int], ...] | None = None
+        # SIGHUP only raises this flag; the loop reloads between chunks. Reloading inside the handler could swap
+        # the keywords under a window being scored (the handler runs between any two bytecodes of the loop).
+        self._reload_requested = threading.Event()
         self._last_detection: Detection | None = None
         self.gpio = _Gpio(config, self.events, self._gestures.put)
         self.enrollment: Any = None
@@ -182,14 +192,16 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        signal.signal(signal.SIGHUP, lambda *_: self.reload_templates(force=True))
+        signal.signal(signal.SIGHUP, lambda *_: self._reload_requested.set())
 
     def reload_templates(self, force: bool = False) -> None:
         signature = self.store.signature()
         if not force and signature == self._signature:
             return
         self._signature = signature
-        templates = self.store.load_for_model(self.encoder.sha256, self.encoder.frontend_fingerprint)
+        templates = self.store.load_for_model(
+            self.encoder.sha256, self.encoder.frontend_fingerprint, self.encoder.embedding_dim
+        )
         self.detector.set_templates(templates)
         names = [t.name for t in templates]
         log.info(
@@ -197,6 +209,10 @@ class Daemon:
             ", ".join(names) or "none (enroll one: `kws-edge enroll NAME a.wav b.wav c.wav`)",
         )
         self.events.emit({"event": "keywords", "active": names})
+        if self.mqtt is not None:
+            self.mqtt.keywords(names)
+        if force and self.wyoming is not None:
+            self.wyoming.request_reload()
 
     def reject_last(self) -> bool:
         """Mark the most recent detection (within 30 s of audio) as a false trigger: a negative template."""
@@ -228,11 +244,13 @@ class Daemon:
             self.enrollment.gesture(gesture)
 
     def _handle_detection(self, detection: Detection) -> None:
-        self.detections.append(detection)
+        self.detection_count += 1
         self._last_detection = detection
         self.events.emit(detection.to_event())
         self.gpio.show_detection(detection)
         self.hooks.submit(detection)
+        if self.mqtt is not None:
+            self.mqtt.detection(detection)
         if self.config.state.keep_detection_audio:
             try:
                 _save_detection_audio(
@@ -241,8 +259,40 @@ class Daemon:
             except OSError as error:
                 log.warning("could not keep the detection audio: %s", error)
 
+    def _start_network(self) -> None:
+        """MQTT, and the Wyoming service on its own thread and interpreter; a socket that cannot listen fails."""
+        if self.mqtt is not None:
+            self.mqtt.start()
+        if self.config.wyoming.enabled:
+            from edge.model import load_model
+            from edge.wyoming_server import WakeServer, WakeServerThread
+
+            encoder = load_model(self.encoder.model_path, num_threads=self.config.model.num_threads)
+            self.wyoming = WakeServerThread(
+                lambda: WakeServer(
+                    encoder,
+                    TemplateStore(self.config.state.dir),
+                    self.config.detector,
+                    self.config.wyoming,
+                    self.config.state.reload_s,
+                    self.events.emit,
+                )
+            )
+            self.wyoming.start()
+
+    def _stop_network(self) -> None:
+        if self.wyoming is not None:
+            self.wyoming.stop()
+        if self.mqtt is not None:
+            self.mqtt.close()
+
     def run(self) -> int:
         self.reload_templates(force=True)
+        try:
+            self._start_network()
+        except BaseException:
+            self._stop_network()
+            raise
         self.events.emit(
             {
                 "event": "started",
@@ -276,7 +326,10 @@ class Daemon:
                     for detection in self.detector.push(chunk):
                         if not enrolling:
                             self._handle_detection(detection)
-                if now >= next_reload:
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.reload_templates(force=True)
+                elif now >= next_reload:
                     next_reload = now + self.config.state.reload_s
                     self.reload_templates()
         finally:
@@ -284,12 +337,13 @@ class Daemon:
             self.source.close()
             self.hooks.close()
             self.gpio.close()
+            self._stop_network()
         seconds = self.detector.samples_seen / SAMPLE_RATE
         self.events.emit(
             {
                 "event": "stopped",
                 "audio_s": round(seconds, 3),
-                "detections": len(self.detections),
+                "detections": self.detection_count,
                 "windows": self.detector.windows_evaluated,
                 "windows_gated": self.detector.windows_gated,
             }

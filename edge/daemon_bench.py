@@ -3,7 +3,9 @@
 Replays a recording through the daemon's detector in 100 ms chunks (the live loop's path: streaming MFCC, gate,
 int8 encoder, matching) and reports CPU time as a percentage of the audio's duration with the energy gate on and
 off, the encoder's latency per window (median and 95th percentile of wall time), the detector's added latency
-per chunk, and the process's peak resident memory. One interpreter thread unless told otherwise.
+per chunk, and the process's peak resident memory. One interpreter thread unless told otherwise. Then, unless
+`wyoming_repeats` is 0, what the Wyoming service adds over the plain daemon with the recording played live
+(`edge.wyoming_bench`; about a minute of wall time per repeat).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _replay_cpu(detector: Detector, audio: np.ndarray) -> tuple[float, list[floa
 
 
 def run_daemon_bench(
-    model_path: Path, audio_path: Path, num_threads: int = 1, repeats: int = 3
+    model_path: Path, audio_path: Path, num_threads: int = 1, repeats: int = 3, wyoming_repeats: int = 3
 ) -> dict[str, Any]:
     encoder = load_model(model_path, num_threads=num_threads)
     rss_after_load_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -84,6 +86,11 @@ def run_daemon_bench(
     results["encoder_ms_per_window_p95"] = round(1000 * float(np.percentile(latencies, 95)), 3)
     results["rss_mb_after_model_load"] = round(rss_after_load_mb, 1)
     results["rss_mb_peak"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # The Wyoming service's cost over the plain daemon, both played live (edge/wyoming_bench.py).
+    if wyoming_repeats > 0:
+        from edge.wyoming_bench import run_wyoming_bench
+
+        results["wyoming"] = run_wyoming_bench(model_path, audio, template, repeats=wyoming_repeats)
     results["machine"] = f"{platform.machine()} {platform.processor()}, Python {platform.python_version()}"
     results["note"] = (
         "detection latency = hop (100 ms) x (trigger_level - 1) after the keyword fills the window, plus "

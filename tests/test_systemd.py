@@ -185,3 +185,102 @@ def test_memory_deny_write_execute_holds_for_the_runtime(random_model_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "W^X OK" in result.stdout
+
+
+# The network drop-in: [wyoming] / [mqtt] on (edge/systemd/udkws-network.conf, rendered by `kws-edge network-dropin`).
+
+
+def _dropin_for(tmp_path: Path, toml: str, force: bool = False) -> str | None:
+    from edge.config import load_config
+    from edge.network_cli import render_dropin
+
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+    return render_dropin(load_config(path), force=force)
+
+
+NETWORKED = '[wyoming]\nenabled = true\n[mqtt]\nenabled = true\nhost = "203.0.113.7"\n'
+
+
+@needs_analyze
+def test_networked_unit_verifies_and_stays_under_2_5(tmp_path: Path) -> None:
+    dropin = _dropin_for(tmp_path, NETWORKED)
+    assert dropin is not None
+    unit = unit_with_exec(tmp_path)
+    (tmp_path / "udkws.service.d").mkdir()
+    (tmp_path / "udkws.service.d" / "network.conf").write_text(dropin)  # found beside the unit, as in /etc
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0 and verify.stderr.strip() == "", verify.stderr
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    match = re.search(r"Overall exposure level for udkws\.service: (\d+\.\d+) (\w+)", result.stdout)
+    assert match is not None, result.stdout[-2000:]
+    print(f"systemd-analyze security --offline=yes, with the network drop-in: exposure {match.group(1)}")
+    assert float(match.group(1)) <= 2.5
+    failed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("✗")}
+    assert "PrivateNetwork=" in failed and "RestrictAddressFamilies=~AF_(INET|INET6)" in failed  # it counted
+
+
+def test_network_dropin_opens_only_what_the_config_needs(tmp_path: Path) -> None:
+    assert _dropin_for(tmp_path, "") is None  # both off: no network, no drop-in
+    networked = _dropin_for(tmp_path, NETWORKED)
+    assert networked is not None
+    found = directives(UNIT.read_text() + networked)
+    assert found["PrivateNetwork"][-1] == "no" and found["IPAddressDeny"] == ["any"]
+    assert found["RestrictAddressFamilies"][-2:] == ["", "AF_UNIX AF_INET AF_INET6"]
+    assert found["IPAddressAllow"] == [
+        "localhost link-local multicast 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 203.0.113.7"
+    ]
+    assert found["SocketBindAllow"] == ["tcp:10400"] and found["SocketBindDeny"] == ["any"]
+    mqtt_only = directives(
+        _dropin_for(
+            tmp_path, '[mqtt]\nenabled = true\nhost = "192.168.1.20"\n[network]\nallow = ["192.168.1.0/24"]\n'
+        )
+        or ""
+    )
+    assert mqtt_only["IPAddressAllow"] == ["192.168.1.0/24"]  # the broker is inside: not repeated
+    assert "SocketBindAllow" not in mqtt_only and mqtt_only["SocketBindDeny"] == ["any"]  # listens nowhere
+    unix = directives(
+        _dropin_for(tmp_path, '[wyoming]\nenabled = true\nuri = "unix:///run/udkws/wake.sock"\n') or ""
+    )
+    assert "SocketBindAllow" not in unix and unix["SocketBindDeny"] == ["any"]
+    forced = _dropin_for(tmp_path, "", force=True)
+    assert forced is not None and "IPAddressAllow=localhost" in forced
+
+
+def test_install_writes_and_removes_the_network_dropin(tmp_path: Path, random_model_path: Path) -> None:  # noqa: F811
+    """install.sh in a staged root, its venv stood in for by this checkout: the drop-in follows the config."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "udkws-0-py3-none-any.whl").write_text("")  # --no-venv: not installed
+    for name in ("udkws_int8.tflite", "udkws_int8.json"):
+        (bundle / name).write_bytes((random_model_path.parent / name).read_bytes())
+    (bundle / "udkws.service").write_text(UNIT.read_text())
+    root = tmp_path / "root"
+    shim = root / EXEC.lstrip("/")
+    shim.parent.mkdir(parents=True)
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m edge.cli "$@"\n')
+    shim.chmod(0o755)
+    dropin = root / "etc/systemd/system/udkws.service.d/network.conf"
+
+    def install(config_text: str) -> str:
+        (bundle / "config.toml").write_text(config_text)
+        (root / "etc/udkws/config.toml").unlink(missing_ok=True)  # take the new config, not the kept one
+        result = subprocess.run(
+            ["bash", str(INSTALL), "--from", str(bundle), "--root", str(root), "--no-apt", "--no-useradd",
+             "--no-systemctl", "--no-venv"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    assert "network drop-in written" in install(NETWORKED)
+    assert "SocketBindAllow=tcp:10400" in dropin.read_text() and oct(dropin.stat().st_mode)[-3:] == "644"
+    assert "network drop-in removed" in install((REPO / "edge" / "default_config.toml").read_text())
+    assert not dropin.exists()

@@ -9,7 +9,8 @@
 # It creates the `udkws` user (groups audio, gpio), a venv in /opt/udkws/venv with `udkws[edge]` (numpy,
 # ai-edge-litert, gpiozero, pyaudio: no torch, no TensorFlow), puts the model in /usr/share/udkws, the config
 # in /etc/udkws/config.toml (an edited config is kept; the new default goes beside it as config.toml.new)
-# and the unit in /etc/systemd/system, then enables and (re)starts the service.
+# and the unit in /etc/systemd/system (with a network drop-in when the config enables [wyoming] or [mqtt]), then
+# enables and (re)starts the service.
 set -euo pipefail
 
 usage() {
@@ -25,12 +26,13 @@ usage: install.sh [options]
   --no-apt          do not install Debian packages  --no-useradd do not create the user or chown
   --no-systemctl    do not reload/enable/start      --dry-run    print commands only (also DRY_RUN=1)
   --no-venv         leave the venv as it is (update only the model, config and unit)
+  --network         install the network drop-in even when the config enables neither [wyoming] nor [mqtt]
 EOF
 }
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FROM="$HERE" WHEEL="" MODEL="" UNIT="" CONFIG="" ROOT="" PYTHON_BIN="python3"
-DRY_RUN="${DRY_RUN:-0}" DO_APT=1 DO_USERADD=1 DO_SYSTEMCTL=1 DO_VENV=1
+DRY_RUN="${DRY_RUN:-0}" DO_APT=1 DO_USERADD=1 DO_SYSTEMCTL=1 DO_VENV=1 FORCE_NETWORK=0
 PIP_EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
         --no-useradd) DO_USERADD=0; shift ;;
         --no-systemctl) DO_SYSTEMCTL=0; shift ;;
         --no-venv) DO_VENV=0; shift ;;
+        --network) FORCE_NETWORK=1; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -161,6 +164,26 @@ run install -d -m 0750 "$STATE_DIR"
 [ "$DO_USERADD" = 0 ] || run chown "$USER_NAME:$USER_NAME" "$STATE_DIR"
 run install -d -m 0755 "$UNIT_DIR"
 run install -m 0644 "$UNIT" "$UNIT_DIR/$SERVICE.service"
+
+# 6b. Network. The unit has none; when the config enables [wyoming] or [mqtt] (or with --network), a drop-in
+# opens only what they need, computed from the config (kws-edge network-dropin); otherwise an old one goes.
+DROPIN="$UNIT_DIR/$SERVICE.service.d/network.conf"
+DROPIN_ARGS=(network-dropin --config "$CONFIG_DIR/config.toml")
+[ "$FORCE_NETWORK" = 0 ] || DROPIN_ARGS+=(--force)
+if [ "$DRY_RUN" = 1 ]; then
+    run "$VENV/bin/kws-edge" "${DROPIN_ARGS[@]}"
+else
+    dropin_text="$("$VENV/bin/kws-edge" "${DROPIN_ARGS[@]}")" \
+        || die "cannot make the network drop-in from $CONFIG_DIR/config.toml (the error is above)"
+    if [ -n "$dropin_text" ]; then
+        install -d -m 0755 "$(dirname "$DROPIN")"
+        printf '%s\n' "$dropin_text" > "$DROPIN.tmp" && chmod 0644 "$DROPIN.tmp" && mv "$DROPIN.tmp" "$DROPIN"
+        say "network drop-in written: $DROPIN ([wyoming]/[mqtt] on)"
+    elif [ -f "$DROPIN" ]; then
+        rm -f "$DROPIN"
+        say "network drop-in removed: neither [wyoming] nor [mqtt] is on"
+    fi
+fi
 
 # 7. Start it (restart when it was running, so the new code and model are used).
 if [ "$DO_SYSTEMCTL" = 1 ]; then
