@@ -252,16 +252,30 @@ def evaluate(
     max_clips_per_word: int | None = None,
     progress: bool = True,
     return_result: bool = False,
+    condition: str = "clean",
+    condition_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """The benchmark protocol on `gsc_v2_test`; returns the summary dict (or the ProtocolResult).
 
     `window_seconds` defaults to the scorer's own; 1 s clips are zero-padded, centred, to that window.
+    `condition` ("clean", "noise10", "reverb"; `training.evaluation.conditions`) corrupts the test clips;
+    `condition_options` go to `condition_scoring.prepare_condition` (config, corrupt_enrollment, model_id,
+    cache_dir). Clean without options is the benchmark exactly as before.
     """
     scorer = as_scorer(scorer_or_embedder, progress)
     window = float(window_seconds if window_seconds is not None else scorer.window_seconds)
     eval_set, paths = load_benchmark(data_dir, max_clips_per_word)
-    audio = load_windows(paths, window, progress)
-    prepared = scorer.prepare(audio)
+    if condition == "clean" and not condition_options:
+        prepared = scorer.prepare(load_windows(paths, window, progress))
+    else:
+        from training.evaluation.condition_scoring import prepare_condition
+
+        if window != scorer.window_seconds:
+            raise ValueError(
+                f"condition {condition}: window_seconds must be the scorer's own ({scorer.window_seconds})"
+            )
+        options = dict(condition_options or {})
+        prepared = prepare_condition(scorer, paths, eval_set.keys, condition, progress=progress, **options)
     result = run_protocol(prepared, eval_set, shots, seeds, scorer.name, progress)
     if return_result:
         return result
@@ -270,6 +284,8 @@ def evaluate(
     summary["benchmark"] = (
         BENCHMARK_DATASET if max_clips_per_word is None else f"{BENCHMARK_DATASET} (subsampled)"
     )
+    if condition != "clean":
+        summary["condition"] = condition
     return summary
 
 
