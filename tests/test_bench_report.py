@@ -24,7 +24,8 @@ def test_small_run_writes_a_complete_report(
 ) -> None:
     args = build_parser().parse_args(
         ["--model", str(random_model_path), "--data", str(kws_data_dir), "--out", str(tmp_path / "bench"),
-         "--repeats", "1", "--cost-seconds", "20", "--no-progress", "--checkpoint", str(tmp_path / "none.pt")]
+         "--repeats", "1", "--cost-seconds", "20", "--no-progress", "--checkpoint", str(tmp_path / "none.pt"),
+         "--no-conditions"]
     )  # fmt: skip
     results = run_bench(args, TINY)
     json.dumps(results)  # everything is JSON-ready

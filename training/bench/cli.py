@@ -1,9 +1,11 @@
 """`kws-bench` / `python -m training.bench.cli`: streaming accuracy and cost of the daemon, with a DTW baseline.
 
-Builds (once) the test stream, enrolls the ten keywords, runs the daemon's detector over the stream, scores it
-against the truth at the shipped threshold and over thresholds, runs the MFCC+DTW baseline on the same windows,
-measures the daemon process's CPU and memory, and writes build/bench/results.json, docs/BENCHMARKS.md and
-docs/bench_det.png. `--quick` uses a 5-minute stream (a smoke run; its figures are not the benchmark's).
+Builds (once) the household test stream, enrolls the ten keywords, runs the daemon's detector over the stream,
+scores it against the truth at the shipped threshold and over thresholds; then the conditions (own voice,
+household-1/-3, noise, reverberation, with false accepts on long-form speech and music: `conditions.py`), from
+cached window embeddings; runs the MFCC+DTW baseline on the household windows, measures the daemon process's CPU
+and memory, and writes build/bench/results.json, docs/BENCHMARKS.md, docs/bench_det.png and
+docs/bench_conditions.png. `--quick` uses small streams (a smoke run; its figures are not the benchmark's).
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -32,14 +32,22 @@ import numpy as np  # noqa: E402
 from edge.audio import load_audio  # noqa: E402
 from edge.bench import run_frontend_bench  # noqa: E402
 from edge.config import load_config  # noqa: E402
-from edge.frontend import mfcc  # noqa: E402
-from edge.model import Encoder, load_model  # noqa: E402
-from training.bench.daemon_run import run_daemon_process  # noqa: E402
+from edge.model import load_model  # noqa: E402
+from training.bench.condition_streams import ConditionsConfig  # noqa: E402
+from training.bench.conditions import QUICK_CONDITIONS, run_conditions  # noqa: E402
+from training.bench.costs import (  # noqa: E402
+    daemon_costs,
+    encoder_ms_per_window,
+    machine_info,
+    model_info,
+    same_events,
+    shown,
+)
+from training.bench.longform import MUSIC_DIR, check_sources  # noqa: E402
 from training.bench.report import frr_at_fa, render_table, write_report  # noqa: E402
 from training.bench.streaming import (  # noqa: E402
     DEFAULT_EDGE_CONFIG,
     REPO,
-    Event,
     decide,
     default_thresholds,
     enroll_keywords,
@@ -56,31 +64,6 @@ FA_LEVELS = (1.0, 10.0)
 TOLERANCE_S = 1.0
 
 
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        from importlib.metadata import version
-
-        litert = version("ai-edge-litert")
-    except Exception:
-        litert = "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "litert": litert,
-        "platform": platform.platform(),
-    }
-
-
 class _Stages:
     """Wall seconds of each stage of a run (to project the run time on other machines)."""
 
@@ -94,104 +77,20 @@ class _Stages:
         self._last = now
 
 
-def _shown(path: Path) -> str:
-    """A path as the report shows it: relative to the repository when inside it."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
-
-
-def _model_info(model_path: Path, encoder: Encoder, checkpoint: Path | None) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "file": _shown(model_path),
-        "file_bytes": model_path.stat().st_size,
-        "sha256": encoder.sha256,
-        "name": encoder.sidecar.raw.get("model_name", "?"),
-        "parameters": None,
-        "macs": None,
-        "macs_source": "no checkpoint given",
-    }
-    if checkpoint is not None and checkpoint.is_file():
-        from edge.model import file_sha256
-        from training.checkpoint import load_checkpoint
-
-        expected = encoder.sidecar.raw.get("checkpoint_sha256")
-        if expected and file_sha256(checkpoint) != expected:
-            info["macs_source"] = f"{_shown(checkpoint)} is not the checkpoint this model was converted from"
-            return info
-        from training.models.macs import count_params_and_macs
-
-        loaded = load_checkpoint(checkpoint)
-        params, macs = count_params_and_macs(loaded.build_model(), (loaded.frames, 40))
-        info.update(parameters=params, macs=macs, macs_source=f"{_shown(checkpoint)} (count_params_and_macs)")
-    elif checkpoint is not None:
-        info["macs_source"] = f"{_shown(checkpoint)} not found"
-    return info
-
-
-def _encoder_ms_per_window(encoder: Encoder, audio: np.ndarray, repeats: int, count: int = 200) -> float:
-    step = max(1, (audio.shape[0] - encoder.window_samples) // count)
-    starts = range(0, audio.shape[0] - encoder.window_samples, step)
-    features = np.stack([mfcc(audio[s : s + encoder.window_samples]) for s in starts][:count])
-    normalized = encoder.normalize_features(features)
-    encoder.embed_features(normalized[:2], normalized=True)  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.process_time()
-        encoder.embed_features(normalized, normalized=True)
-        times.append((time.process_time() - started) / normalized.shape[0])
-    return 1000 * float(statistics.median(times))
-
-
-def _same_events(first: Sequence[Event], second: Sequence[Event]) -> bool:
-    def key(events: Sequence[Event]) -> list[tuple[str, float]]:
-        return [(e.keyword, round(e.time_s, 3)) for e in events]
-
-    return key(first) == key(second)
-
-
-def _daemon_costs(
-    model: Path, state_dir: Path, config: Path, audio: np.ndarray, excerpt_s: float, args: argparse.Namespace
-) -> tuple[dict[str, Any], list[Event]]:
-    repeats, threads = args.repeats, args.threads
-    pcm = np.round(audio[: int(excerpt_s * 16000)] * 32768).clip(-32768, 32767).astype(np.int16)
-    empty = np.zeros(0, dtype=np.int16)
-    startup = [
-        run_daemon_process(model, state_dir, empty, config_path=config, threads=threads).cpu_s
-        for _ in range(repeats)
-    ]
-    startup_cpu = statistics.median(startup)
-    result: dict[str, Any] = {"startup_cpu_s": startup_cpu}
-    rss, events_gate_on = [], []
-    for gate in (True, False):
-        runs = []
-        for _ in range(repeats):
-            run = run_daemon_process(model, state_dir, pcm, gate=gate, config_path=config, threads=threads)
-            runs.append(run)
-            rss.append(run.max_rss_mb)
-            log.info("daemon (gate %s): %.2f CPU s over %.0f s of audio", gate, run.cpu_s, run.audio_s)
-        cpu = statistics.median(r.cpu_s for r in runs)
-        seconds = runs[0].audio_s
-        steady = max(cpu - startup_cpu, 0.0)
-        result["gate_on" if gate else "gate_off"] = {
-            "cpu_s": cpu,
-            "cpu_percent": 100 * steady / seconds,
-            "cpu_s_per_hour": 3600 * steady / seconds,
-            "windows": runs[0].stopped.get("windows"),
-            "windows_gated": runs[0].stopped.get("windows_gated"),
-        }
-        if gate:
-            events_gate_on = runs[0].events
-    result["peak_rss_mb"] = max(rss)
-    result["rss_mb_runs"] = rss
-    return result, events_gate_on
-
-
-def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = None) -> dict[str, Any]:
-    """Everything `kws-bench` measures, as one JSON-ready dictionary (the stream config: tests pass a tiny one)."""
+def run_bench(
+    args: argparse.Namespace,
+    stream_config: StreamConfig | None = None,
+    conditions_config: ConditionsConfig | None = None,
+) -> dict[str, Any]:
+    """Everything `kws-bench` measures, as one JSON-ready dictionary (the configs: tests pass tiny ones)."""
     notes: list[str] = []
     if stream_config is None:
         stream_config = QUICK_STREAM if args.quick else StreamConfig()
+    if conditions_config is None:
+        conditions_config = QUICK_CONDITIONS if args.quick else ConditionsConfig()
     encoder = load_model(args.model, num_threads=args.threads)
+    if not args.no_conditions:
+        check_sources(args.speechocean, args.music)
     clock = _Stages()
     stream: BenchStream = ensure_stream(args.data, stream_config, args.out / "streams")
     # One snapshot of the daemon's configuration serves the in-process pass and every daemon run.
@@ -232,6 +131,21 @@ def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = Non
         "chunk_ms_p95": 1000 * float(np.percentile(encoder_pass.chunk_wall_s, 95)),
     }
     clock.mark("encoder pass and threshold curve")
+    conditions = None
+    if not args.no_conditions:
+        conditions = run_conditions(
+            args.data,
+            args.speechocean,
+            args.music,
+            encoder,
+            settings,
+            stream,
+            encoder_pass,
+            args.out,
+            conditions_config,
+            progress=not args.no_progress,
+        )
+    clock.mark("conditions")
     if not args.no_dtw:
         from training.bench.dtw_baseline import run_dtw_pass
 
@@ -255,19 +169,17 @@ def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = Non
         cost["dtw_pass_cpu_s_per_hour"] = 3600 * dtw_pass.cpu_s / seconds
     clock.mark("DTW baseline")
     excerpt = min(args.cost_seconds, seconds)
-    daemon, daemon_events = _daemon_costs(args.model, state_dir, config_path, audio, excerpt, args)
+    daemon, daemon_events = daemon_costs(args.model, state_dir, config_path, audio, excerpt, args)
     in_excerpt = [e for e in encoder_pass.detections if e.time_s <= excerpt]
     cost["daemon"] = daemon
     cost["excerpt_s"] = excerpt
-    cost["daemon_matches_in_process"] = (
-        "identical" if _same_events(daemon_events, in_excerpt) else "DIFFERENT"
-    )
+    cost["daemon_matches_in_process"] = "identical" if same_events(daemon_events, in_excerpt) else "DIFFERENT"
     if cost["daemon_matches_in_process"] != "identical":
         notes.append(
             f"the daemon process detected {len(daemon_events)} events on the excerpt, in-process {len(in_excerpt)}"
         )
     clock.mark("daemon process runs")
-    cost["encoder_ms_per_window"] = _encoder_ms_per_window(encoder, audio, args.repeats)
+    cost["encoder_ms_per_window"] = encoder_ms_per_window(encoder, audio, args.repeats)
     cost["frontend"] = {k: v for k, v in run_frontend_bench(repeats=5 * args.repeats).items() if k != "table"}
     clock.mark("encoder and front-end timing")
     enrollment = stream.truth["enrollment"]
@@ -276,11 +188,11 @@ def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = Non
         "command": " ".join(["kws-bench", *sys.argv[1:]]),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "repeats": args.repeats,
-        "machine": _machine(),
-        "model": _model_info(args.model, encoder, args.checkpoint),
+        "machine": machine_info(),
+        "model": model_info(args.model, encoder, args.checkpoint),
         "settings": dataclasses.asdict(settings),
         "stream": {
-            "directory": _shown(stream.directory),
+            "directory": shown(stream.directory),
             "hours": seconds / 3600,
             "keyword_utterances": events_by_kind.count("keyword"),
             "per_keyword": stream_config.occurrences_per_level * len(stream_config.levels),
@@ -291,6 +203,7 @@ def run_bench(args: argparse.Namespace, stream_config: StreamConfig | None = Non
             "quick": args.quick,
         },
         "accuracy": accuracy,
+        "conditions": conditions,
         "cost": cost,
         "notes": notes,
         "stage_wall_s": clock.stages,
@@ -347,6 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="a 5-minute stream: a smoke run, not the benchmark"
     )
+    parser.add_argument(
+        "--speechocean",
+        type=Path,
+        default=Path(os.environ.get("KWS_SPEECHOCEAN_DIR", REPO.parent / "sources" / "speechocean762")),
+        help="speechocean762 (Kaldi folders; its test speakers are the long-form speech negatives; default "
+        "$KWS_SPEECHOCEAN_DIR or ../sources/speechocean762)",
+    )
+    parser.add_argument(
+        "--music",
+        type=Path,
+        default=MUSIC_DIR,
+        help=f"the music reserved for false-alarm measurement (default {MUSIC_DIR}, Debian singularity-music)",
+    )
+    parser.add_argument(
+        "--no-conditions",
+        action="store_true",
+        help="only the household stream (no own voice, reverb, long-form)",
+    )
     parser.add_argument("--no-dtw", action="store_true", help="skip the MFCC+DTW baseline")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the results JSON instead of the table")
@@ -356,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edge.templates").setLevel(logging.WARNING)  # one line per enrolled keyword: hundreds
     if args.repeats < 1 or args.threads < 1 or args.cost_seconds <= 0:
         log.error("--repeats and --threads must be >= 1 and --cost-seconds > 0")
         return 2

@@ -4,9 +4,9 @@
   take checks, mean embedding) into a template store, exactly as `kws-edge enroll` does.
 - `run_encoder_pass`: `edge.detector.Detector` in-process, fed 100 ms chunks like the daemon loop; it keeps every
   window's cosine scores (`on_window`) so that one pass gives the detections at every threshold.
-- `decide`: re-applies the detector's decision logic (score >= threshold, `edge.detector.TriggerSmoother` for
-  trigger level/window and refractory period, one keyword per window) to stored window scores. At the shipped
-  threshold it reproduces the detector's own detections exactly (the bench checks this on every run).
+- `decide`: re-applies the detector's decision logic (score >= threshold, trigger level/window and refractory
+  period as `edge.detector.TriggerSmoother`, one keyword per window; `training.bench.decisions`) to stored window
+  scores. At the shipped threshold it reproduces the detector's own detections exactly (checked on every run).
 - `score_events`: hits within a tolerance window, false accepts, latency from the end of the spoken keyword.
 """
 
@@ -23,21 +23,25 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from edge.audio import load_audio
-from edge.commands import enroll_from_audio
+from edge.commands import enroll_from_audio, take_from_audio
 from edge.config import DetectorConfig
-from edge.detector import Detector, TriggerSmoother, WindowResult
+from edge.detector import Detector, WindowResult
 from edge.model import Encoder
 from edge.templates import Template, TemplateStore
+from training.bench.decisions import fire_windows, match_detections, one_per_window, trigger_margins
 from training.bench.streams import BenchStream
 
 __all__ = [
+    "Enrolled",
     "Event",
     "Scores",
     "WindowScores",
     "decide",
     "enroll_keywords",
+    "enroll_takes",
     "run_encoder_pass",
     "score_events",
+    "target_of",
     "threshold_curve",
 ]
 
@@ -73,6 +77,7 @@ class EncoderPass:
     detections: list[Event]
     cpu_s: float
     chunk_wall_s: npt.NDArray[np.float64] = field(repr=False)
+    embeddings: npt.NDArray[np.float32] = field(repr=False)  # [W, D], zeros where gated
 
 
 def enroll_keywords(
@@ -83,20 +88,37 @@ def enroll_keywords(
     The take checks run as in `kws-edge enroll`; when they refuse a take (a user would re-record it), the
     keyword is enrolled without them and the refusal is reported.
     """
+    spec = {word: [t["path"] for t in stream.truth["enrollment"][word]] for word in stream.keywords}
+    enrolled = enroll_takes(spec, data_dir, encoder, state_dir)
+    return enrolled.templates, enrolled.notes
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """Keywords enrolled from takes: the stored templates, each take's embedding [n, D], notes on refusals."""
+
+    templates: list[Template]
+    take_embeddings: list[npt.NDArray[np.float32]]
+    notes: list[str]
+
+
+def enroll_takes(spec: dict[str, list[str]], data_dir: Path, encoder: Encoder, state_dir: Path) -> Enrolled:
+    """Enroll each keyword (name -> take paths under data_dir) as `kws-edge enroll` does; when the take checks
+    refuse a take, the keyword is enrolled without them and the refusal noted. The take embeddings are those of
+    the same voice-activity cut (`edge.commands.take_from_audio`), for rules that look at takes one by one."""
     store = TemplateStore(state_dir)
-    templates, notes = [], []
-    for word in stream.keywords:
-        takes = [
-            (str(data_dir / t["path"]), load_audio(data_dir / t["path"]))
-            for t in stream.truth["enrollment"][word]
-        ]
+    templates, embeddings, notes = [], [], []
+    for name, paths in spec.items():
+        takes = [(str(data_dir / path), load_audio(data_dir / path)) for path in paths]
         try:
-            template = enroll_from_audio(word, takes, encoder, store, check=True)
+            template = enroll_from_audio(name, takes, encoder, store, check=True)
         except ValueError as error:
-            notes.append(f"{word}: {error}; enrolled without take checks")
-            template = enroll_from_audio(word, takes, encoder, store, check=False)
+            notes.append(f"{name}: {error}; enrolled without take checks")
+            template = enroll_from_audio(name, takes, encoder, store, check=False)
+        windows = [take_from_audio(audio, encoder.window_samples, None, label) for label, audio in takes]
         templates.append(template)
-    return templates, notes
+        embeddings.append(encoder.embed_windows(np.stack(windows)))
+    return Enrolled(templates, embeddings, notes)
 
 
 def run_encoder_pass(
@@ -106,17 +128,21 @@ def run_encoder_pass(
     settings: DetectorConfig,
     progress: bool = True,
 ) -> EncoderPass:
-    """The daemon's detector over the whole stream in 100 ms chunks, keeping each window's scores."""
+    """The daemon's detector over the whole stream in 100 ms chunks, keeping each window's scores and embedding
+    (zeros where the energy gate skipped the encoder)."""
     names = [t.name for t in templates]
     ends: list[int] = []
     rows: list[npt.NDArray[np.float32]] = []
     gated: list[bool] = []
+    vectors: list[npt.NDArray[np.float32]] = []
     missing = np.full(len(names), -np.inf, dtype=np.float32)
+    no_embedding = np.zeros(encoder.embedding_dim, dtype=np.float32)
 
     def keep(result: WindowResult) -> None:
         ends.append(result.end_sample)
         gated.append(result.gated)
         rows.append(missing if result.scores is None else result.scores.scores)
+        vectors.append(no_embedding if result.embedding is None else result.embedding)
 
     detector = Detector(encoder, templates, settings, on_window=keep)
     detections: list[Event] = []
@@ -137,31 +163,51 @@ def run_encoder_pass(
         np.stack(rows) if rows else np.zeros((0, len(names)), dtype=np.float32),
         np.asarray(gated, dtype=bool),
     )
-    return EncoderPass(windows, detections, cpu_s, np.asarray(walls))
+    embeddings = np.stack(vectors) if vectors else np.zeros((0, encoder.embedding_dim), dtype=np.float32)
+    return EncoderPass(windows, detections, cpu_s, np.asarray(walls), embeddings)
 
 
-def decide(windows: WindowScores, threshold: float, settings: DetectorConfig) -> list[Event]:
-    """The detector's decisions at `threshold` from stored scores (see the module docstring)."""
-    hits = windows.scores >= threshold
-    if not hits.any():
-        return []
-    # A keyword's smoother only needs the windows with a hit among its last trigger_window ones: elsewhere its
-    # recent history holds no hit, which is the same state as an empty history.
-    feed = hits.copy()
-    for shift in range(1, settings.trigger_window):
-        feed[shift:] |= hits[:-shift]
+def decide(
+    windows: WindowScores,
+    threshold: float | npt.ArrayLike,
+    settings: DetectorConfig,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> list[Event]:
+    """The detector's decisions at `threshold` (one, or one per keyword) from stored scores.
+
+    `groups`: the keywords enrolled together (one daemon each); by default all of them. Within a group, only the
+    best of the keywords that fire on one window is reported (see `training.bench.decisions`).
+    """
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(windows.names),))
+    margins = (windows.scores - thresholds).astype(np.float32)
+    trigger = trigger_margins(margins, settings.trigger_level, settings.trigger_window)
     refractory = settings.refractory_ms * RATE // 1000
-    smoothers = [
-        TriggerSmoother(settings.trigger_level, settings.trigger_window, refractory) for _ in windows.names
+    ends = windows.ends.tolist()
+    fired = [
+        fire_windows(
+            margins[:, k],
+            np.flatnonzero(trigger[:, k] >= 0.0),
+            ends,
+            0.0,
+            settings.trigger_level,
+            settings.trigger_window,
+            refractory,
+        )
+        for k in range(len(windows.names))
     ]
-    events = []
-    for w in np.flatnonzero(feed.any(axis=1)):
-        end = int(windows.ends[w])
-        fired = [k for k in np.flatnonzero(feed[w]) if smoothers[k].update(bool(hits[w, k]), end)]
-        if fired:
-            best = max(fired, key=lambda k: float(windows.scores[w, k]))
-            events.append(Event(windows.names[best], end / RATE, float(windows.scores[w, best])))
-    return events
+    kept: list[npt.NDArray[np.int64]] = list(fired)
+    for group in groups if groups is not None else [range(len(windows.names))]:
+        members = list(group)
+        for k, windows_kept in zip(
+            members,
+            one_per_window([fired[k] for k in members], members, windows.scores, thresholds),
+            strict=True,
+        ):
+            kept[k] = windows_kept
+    found = sorted((int(w), k) for k, ws in enumerate(kept) for w in ws)
+    return [
+        Event(windows.names[k], int(windows.ends[w]) / RATE, float(windows.scores[w, k])) for w, k in found
+    ]
 
 
 @dataclass(frozen=True)
@@ -176,6 +222,7 @@ class Scores:
     latencies_s: list[float]
     false_accept_causes: dict[str, int]
     frr_by_snr: dict[str, float]
+    neutral_detections: int = 0  # detections of a keyword on its word said by someone it was not enrolled for
 
     @property
     def frr(self) -> float:
@@ -205,6 +252,11 @@ def _snr_label(snr: float | None) -> str:
     return "clean" if snr is None else f"{snr:g} dB"
 
 
+def target_of(event: dict[str, Any]) -> str:
+    """The keyword an utterance of the truth is a target of: its `keyword` field, or its word."""
+    return str(event.get("keyword") or event["word"])
+
+
 def score_events(
     events: Sequence[Event],
     truth_events: Sequence[dict[str, Any]],
@@ -212,42 +264,56 @@ def score_events(
     seconds: float,
     tolerance_s: float = 1.0,
     window_s: float = 1.5,
+    words: dict[str, str] | None = None,
 ) -> Scores:
     """Match detections to keyword utterances: a detection of k at t hits an unmatched utterance of k with
-    start_s < t <= end_s + tolerance_s (the earliest one); every other detection is a false accept. Latency is
-    t - end_s (on the audio clock). A false accept's cause is the item whose clip overlaps its window last."""
+    start_s < t <= end_s + tolerance_s (the earliest one); every other detection is a false accept, unless it falls
+    on an utterance of k's word that is another keyword's target (`words`: keyword -> word, when they differ, as
+    for one speaker's own keywords): that one is neutral. Latency is t - end_s (on the audio clock). A false
+    accept's cause is the item whose clip overlaps its window last."""
     per_keyword: dict[str, dict[str, Any]] = {}
     latencies: list[float] = []
     causes: dict[str, int] = {}
     missed_by_snr: dict[str, list[int]] = {}
+    neutral_total = 0
     clip_ends = np.array([e["clip_end_s"] for e in truth_events]) if truth_events else np.zeros(0)
     order = np.argsort(clip_ends)
+    spoken = [e for e in truth_events if e["kind"] == "keyword"]
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    by_word: dict[str, list[dict[str, Any]]] = {}
+    for e in sorted(spoken, key=lambda e: e["start_s"]):
+        by_target.setdefault(target_of(e), []).append(e)
+        by_word.setdefault(e["word"], []).append(e)
+    by_keyword: dict[str, list[Event]] = {}
+    for event in events:
+        by_keyword.setdefault(event.keyword, []).append(event)
     for keyword in keywords:
-        targets = sorted(
-            (e for e in truth_events if e["kind"] == "keyword" and e["word"] == keyword),
-            key=lambda e: e["start_s"],
+        targets = by_target.get(keyword, [])
+        others = [e for e in by_word.get((words or {}).get(keyword, keyword), []) if target_of(e) != keyword]
+        found = sorted(by_keyword.get(keyword, []), key=lambda e: e.time_s)
+        hit, neutral = match_detections(
+            np.array([e.time_s for e in found], dtype=np.float64),
+            np.array([t["start_s"] for t in targets], dtype=np.float64),
+            np.array([t["end_s"] for t in targets], dtype=np.float64),
+            tolerance_s,
+            (
+                np.array([t["start_s"] for t in others], dtype=np.float64),
+                np.array([t["end_s"] for t in others], dtype=np.float64),
+            ),
         )
-        matched = [False] * len(targets)
-        hits, false_accepts = 0, 0
-        for event in sorted((e for e in events if e.keyword == keyword), key=lambda e: e.time_s):
-            index = next(
-                (
-                    i
-                    for i, t in enumerate(targets)
-                    if not matched[i] and t["start_s"] < event.time_s <= t["end_s"] + tolerance_s
-                ),
-                None,
-            )
-            if index is None:
-                false_accepts += 1
-                cause = _cause(event.time_s, window_s, truth_events, clip_ends, order)
-                causes[cause] = causes.get(cause, 0) + 1
-            else:
-                matched[index] = True
-                hits += 1
-                latencies.append(event.time_s - targets[index]["end_s"])
-        for target, found in zip(targets, matched, strict=True):
-            missed_by_snr.setdefault(_snr_label(target["snr_db"]), []).append(0 if found else 1)
+        for event, target in zip(found, hit, strict=True):
+            if target >= 0:
+                latencies.append(event.time_s - targets[int(target)]["end_s"])
+        false = (hit < 0) & ~neutral
+        for i in np.flatnonzero(false):
+            cause = _cause(found[int(i)].time_s, window_s, truth_events, clip_ends, order)
+            causes[cause] = causes.get(cause, 0) + 1
+        matched = np.zeros(len(targets), dtype=bool)
+        matched[hit[hit >= 0]] = True
+        for target, was_found in zip(targets, matched, strict=True):
+            missed_by_snr.setdefault(_snr_label(target["snr_db"]), []).append(0 if was_found else 1)
+        hits, false_accepts = int(matched.sum()), int(false.sum())
+        neutral_total += int(neutral.sum())
         per_keyword[keyword] = {
             "targets": len(targets),
             "hits": hits,
@@ -265,6 +331,7 @@ def score_events(
         latencies,
         causes,
         {label: float(np.mean(flags)) for label, flags in sorted(missed_by_snr.items())},
+        neutral_total,
     )
 
 

@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,14 @@ __all__ = [
     "COMMAND_WORDS",
     "BenchStream",
     "StreamConfig",
+    "build_once",
     "build_stream",
     "ensure_stream",
+    "level_speech",
     "load_stream",
+    "manifest_rows",
     "speech_bounds",
+    "write_stream",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,7 +148,22 @@ def speech_bounds(audio: npt.NDArray[np.floating[Any]]) -> tuple[int, int]:
     return int(voiced[0]) * BLOCK, int(voiced[-1] + 1) * BLOCK
 
 
-def _read_manifest(data_dir: Path) -> list[dict[str, str]]:
+def level_speech(
+    audio: npt.NDArray[np.floating[Any]], speech_dbfs: float | None
+) -> tuple[FloatArray, int, int]:
+    """A clip scaled so that its spoken part's RMS is `speech_dbfs` (peak at most 0.9; None: as recorded), with
+    the spoken part's [start, end) samples."""
+    samples = np.asarray(audio, dtype=np.float64)
+    start, end = speech_bounds(samples)
+    if speech_dbfs is not None:
+        rms = float(np.sqrt(np.mean(samples[start:end] ** 2))) or 1.0
+        gain = 10 ** (speech_dbfs / 20) / rms
+        peak = float(np.max(np.abs(samples))) or 1.0
+        samples = samples * min(gain, 0.9 / peak)
+    return samples.astype(np.float32), start, end
+
+
+def manifest_rows(data_dir: Path) -> list[dict[str, str]]:
     path = data_dir / "manifest.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest (set KWS_DATA_DIR to the speech data folder)")
@@ -241,20 +261,14 @@ def _smoothed_steps(values: list[float], bounds: list[int], length: int, ramp: i
 
 def build_stream(data_dir: Path, config: StreamConfig, out_dir: Path) -> BenchStream:
     """Build the stream and its truth into `out_dir` (created); deterministic for a config and manifest."""
-    rows = _read_manifest(data_dir)
+    rows = manifest_rows(data_dir)
     rng = np.random.default_rng(config.seed)
     picked = _pick_clips(rows, config, rng)
     items = picked["items"]
     clips = []
     for item in tqdm(items, desc="stream: loading clips", unit="clip", leave=False):
-        audio = load_audio(data_dir / item["row"]["path"]).astype(np.float64)
-        start, end = speech_bounds(audio)
-        if item["kind"] != "silence":
-            rms = float(np.sqrt(np.mean(audio[start:end] ** 2))) or 1.0
-            gain = 10 ** (config.speech_dbfs / 20) / rms
-            peak = float(np.max(np.abs(audio))) or 1.0
-            audio = audio * min(gain, 0.9 / peak)
-        clips.append((audio.astype(np.float32), start, end))
+        audio = load_audio(data_dir / item["row"]["path"])
+        clips.append(level_speech(audio, None if item["kind"] == "silence" else config.speech_dbfs))
     clip_total = sum(c[0].shape[0] for c in clips) / RATE
     spare = config.target_seconds - clip_total - config.min_gap_s * (len(items) + 1)
     if spare < 0:
@@ -316,10 +330,15 @@ def build_stream(data_dir: Path, config: StreamConfig, out_dir: Path) -> BenchSt
         "noise_pieces": pieces,
         "clipped_samples": clipped,
     }
+    return write_stream(out_dir, mixed, truth)
+
+
+def write_stream(out_dir: Path, audio: FloatArray, truth: dict[str, Any]) -> BenchStream:
+    """Write a stream's audio (16-bit FLAC) and truth into `out_dir` (created)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     import soundfile
 
-    soundfile.write(str(out_dir / "stream.flac"), mixed, RATE, subtype="PCM_16")
+    soundfile.write(str(out_dir / "stream.flac"), audio, RATE, subtype="PCM_16")
     (out_dir / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return BenchStream(out_dir, out_dir / "stream.flac", truth)
 
@@ -338,13 +357,19 @@ def load_stream(directory: Path) -> BenchStream:
 def ensure_stream(data_dir: Path, config: StreamConfig, root: Path) -> BenchStream:
     """The stream for this config under root/<fingerprint>/, built (atomically, by rename) when missing."""
     manifest_sha = hashlib.sha256((data_dir / "manifest.csv").read_bytes()).hexdigest()
-    target = root / config.fingerprint(manifest_sha)
+    return build_once(
+        root / config.fingerprint(manifest_sha), lambda out: build_stream(data_dir, config, out)
+    )
+
+
+def build_once(target: Path, build: Callable[[Path], object]) -> BenchStream:
+    """The stream in `target`, or `build(folder)` into a staging folder renamed to `target` when it is missing."""
     if (target / "truth.json").is_file() and (target / "stream.flac").is_file():
         return load_stream(target)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        build_stream(data_dir, config, staging)
+        build(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
