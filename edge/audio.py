@@ -17,13 +17,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["load_audio", "read_audio", "resample", "to_mono", "write_wav"]
+__all__ = ["decode_pcm", "load_audio", "read_audio", "resample", "to_mono", "write_wav"]
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float32]
 
 TARGET_RATE = 16000
+# Rates a file may declare: anything outside is a corrupt header, and resampling from it would need gigabytes.
+MIN_FILE_RATE, MAX_FILE_RATE = 1000, 384000
+_RESAMPLE_BLOCK = 4096  # outputs computed at once by `resample`
 
 
 def read_audio(path: str | Path) -> tuple[FloatArray, int]:
@@ -34,14 +37,25 @@ def read_audio(path: str | Path) -> tuple[FloatArray, int]:
     suffix = path.suffix.lower()
     if suffix == ".wav":
         try:
-            return _read_wav_pcm(path)
+            return _checked_rate(path, *_read_wav_pcm(path))
         except wave.Error as error:
             if "unknown format" not in str(error):
                 raise ValueError(f"{path}: not a readable WAV file ({error})") from error
             # Float or extensible WAV: the `wave` module handles PCM only.
+        except (EOFError, RuntimeError) as error:  # the `wave` module's words for a cut or lying chunk
+            raise ValueError(f"{path}: not a readable WAV file (truncated or corrupt chunk)") from error
     elif suffix not in (".flac", ".ogg"):
         raise ValueError(f"{path}: unsupported audio format {suffix!r}; expected .wav or .flac")
-    return _read_with_soundfile(path)
+    return _checked_rate(path, *_read_with_soundfile(path))
+
+
+def _checked_rate(path: Path, data: FloatArray, rate: int) -> tuple[FloatArray, int]:
+    if not MIN_FILE_RATE <= rate <= MAX_FILE_RATE:
+        raise ValueError(
+            f"{path}: sample rate {rate} Hz in the header; expected {MIN_FILE_RATE}-{MAX_FILE_RATE} Hz "
+            "(a corrupt file?)"
+        )
+    return data, rate
 
 
 def _read_wav_pcm(path: Path) -> tuple[FloatArray, int]:
@@ -50,22 +64,32 @@ def _read_wav_pcm(path: Path) -> tuple[FloatArray, int]:
         width = reader.getsampwidth()
         rate = reader.getframerate()
         raw = reader.readframes(reader.getnframes())
-    if width == 1:
-        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        data = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        bytes3 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
-        ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
-        data = ints.astype(np.float32) / float(1 << 23)
-    elif width == 4:
-        data = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
-    else:
+    if width not in (1, 2, 3, 4):
         raise ValueError(f"{path}: unsupported WAV sample width of {width} bytes")
+    # A file cut off mid-frame (or a header that lies about the channels) ends with a partial frame: drop it.
+    data = decode_pcm(raw[: len(raw) - len(raw) % (width * channels)], width)
     if channels > 1:
         data = data.reshape(-1, channels)
     return data, rate
+
+
+def decode_pcm(raw: bytes, width: int) -> FloatArray:
+    """Little-endian integer PCM as WAV stores it (8-bit unsigned, 16/24/32-bit signed) to float32 in [-1, 1].
+
+    `raw` must hold whole samples (a multiple of `width` bytes).
+    """
+    if width == 1:
+        return (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    if width == 2:
+        return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    if width == 3:
+        bytes3 = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        ints = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
+        ints = np.where(ints >= 1 << 23, ints - (1 << 24), ints)
+        return ints.astype(np.float32) / float(1 << 23)
+    if width == 4:
+        return (np.frombuffer(raw, dtype="<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
+    raise ValueError(f"PCM sample width must be 1, 2, 3 or 4 bytes, got {width}")
 
 
 def _read_with_soundfile(path: Path) -> tuple[FloatArray, int]:
@@ -144,16 +168,19 @@ def resample(samples: npt.NDArray[Any], orig_rate: int, target_rate: int) -> Flo
     up, down = target_rate // g, orig_rate // g
     h, half_len = _polyphase_filter(up, down)
     n_out = -(-x.shape[0] * up // down)
-    # Output m sits at upsampled position m*down + half_len; only taps k with (pos - k) % up == 0 meet a
-    # real input sample, so each output needs just the taps of one phase.
-    position = np.arange(n_out, dtype=np.int64) * down + half_len
-    phase = position % up
     taps_per_phase = -(-h.shape[0] // up)
     padded_h = np.zeros(taps_per_phase * up)
     padded_h[: h.shape[0]] = h
-    tap_index = phase[:, None] + up * np.arange(taps_per_phase)[None, :]  # k
-    input_index = (position[:, None] - tap_index) // up
-    valid = (input_index >= 0) & (input_index < x.shape[0])
-    gathered = np.where(valid, x[np.clip(input_index, 0, x.shape[0] - 1)], 0.0)
-    out: FloatArray = np.einsum("ij,ij->i", gathered, padded_h[tap_index]).astype(np.float32)
+    out: FloatArray = np.empty(n_out, dtype=np.float32)
+    # In blocks of outputs: the index arrays are [outputs, taps] int64, so a whole minute at 48 kHz at once
+    # took about 2 GB; a block keeps the peak near 10 MB for any length.
+    for first in range(0, n_out, _RESAMPLE_BLOCK):
+        # Output m sits at upsampled position m*down + half_len; only taps k with (pos - k) % up == 0 meet a
+        # real input sample, so each output needs just the taps of one phase.
+        position = np.arange(first, min(first + _RESAMPLE_BLOCK, n_out), dtype=np.int64) * down + half_len
+        tap_index = (position % up)[:, None] + up * np.arange(taps_per_phase)[None, :]  # k
+        input_index = (position[:, None] - tap_index) // up
+        valid = (input_index >= 0) & (input_index < x.shape[0])
+        gathered = np.where(valid, x[np.clip(input_index, 0, x.shape[0] - 1)], 0.0)
+        out[first : first + position.shape[0]] = np.einsum("ij,ij->i", gathered, padded_h[tap_index])
     return out

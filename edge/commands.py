@@ -233,6 +233,22 @@ def embed_files(files: Sequence[Path], encoder: Encoder, hop_ms: int) -> dict[st
     }
 
 
+def _read_truth(path: Path) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """The truth file, its keyword and that keyword's events; ValueError naming the file when it is not one."""
+    try:
+        truth = json.loads(path.read_text())
+        keyword = truth["keyword"]
+        targets = [e for e in truth["events"] if e["word"] == keyword]
+        for event in targets:
+            float(event["start_s"]), float(event["end_s"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path}: not a ground-truth file ({type(error).__name__}: {error}); expected "
+            '{"keyword": K, "events": [{"word": W, "start_s": S, "end_s": E}, ...]}'
+        ) from error
+    return truth, keyword, targets
+
+
 def score_against_truth(
     detection_times_s: Sequence[float], truth_path: Path, window_s: float
 ) -> dict[str, Any]:
@@ -241,9 +257,7 @@ def score_against_truth(
     A detection (made at the end of its window) is a hit when a keyword utterance overlaps its window
     (time - window_s, time]; each utterance counts once. Every other detection is a false alarm.
     """
-    truth = json.loads(truth_path.read_text())
-    keyword = truth["keyword"]
-    targets = [e for e in truth["events"] if e["word"] == keyword]
+    truth, keyword, targets = _read_truth(truth_path)
     matched: set[int] = set()
     false_alarms = []
     for end in detection_times_s:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256"]
+__all__ = ["atomic_rename", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -34,8 +34,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(handle)
 
 
+def _write_failed(path: Path, error: OSError) -> OSError:
+    """A write error that names the file (ENOSPC alone says neither which file nor what survived)."""
+    return OSError(
+        error.errno,
+        f"{path}: could not write it ({error.strerror or error}); the previous version is unchanged",
+    )
+
+
 def _write_then_rename(path: Path, data: bytes) -> None:
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _write_failed(path, error) from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             # mkstemp makes the file 0600; a model or template must stay readable by the service user.
@@ -44,8 +55,10 @@ def _write_then_rename(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _write_failed(path, error) from error
         raise
     _fsync_dir(path.parent)
 
@@ -61,6 +74,12 @@ def atomic_write_bytes(path: str | Path, data: bytes, keep_previous_as: str | No
     if keep_previous_as and path.is_file():
         _write_then_rename(path.with_name(path.name + keep_previous_as), path.read_bytes())
     _write_then_rename(path, data)
+
+
+def atomic_rename(source: str | Path, target: str | Path) -> None:
+    """`os.replace` made durable: the folder is fsynced, so a power cut cannot bring the old name back."""
+    os.replace(source, target)
+    _fsync_dir(Path(target).parent)
 
 
 def atomic_write_text(path: str | Path, text: str, keep_previous_as: str | None = None) -> None:

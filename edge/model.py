@@ -114,14 +114,15 @@ class Sidecar:
         vectors = {}
         for name in ("feature_mean", "feature_std"):
             try:
-                vector = np.asarray(raw[name], dtype=np.float32)
+                wide = np.asarray(raw[name], dtype=np.float64)  # float64: a value beyond float32 is refused
             except (TypeError, ValueError) as error:
                 raise ModelError(f"{where}: field {name!r} must be a list of numbers ({error})") from error
-            if vector.shape != (ints["n_mfcc"],) or not np.all(np.isfinite(vector)):
+            finite = np.all(np.isfinite(wide)) and np.all(np.abs(wide) <= np.finfo(np.float32).max)
+            if wide.shape != (ints["n_mfcc"],) or not finite:
                 raise ModelError(
-                    f"{where}: field {name!r} must hold {ints['n_mfcc']} finite numbers, got shape {vector.shape}"
+                    f"{where}: field {name!r} must hold {ints['n_mfcc']} finite numbers, got shape {wide.shape}"
                 )
-            vectors[name] = vector
+            vectors[name] = wide.astype(np.float32)
         if np.any(vectors["feature_std"] <= 0):
             raise ModelError(f"{where}: field 'feature_std' must be positive everywhere")
         return cls(
@@ -296,7 +297,7 @@ def load_model(
         raise ValueError(f"load_model: num_threads must be >= 1, got {num_threads}")
     try:
         raw = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"{meta_path}: not readable JSON ({error})") from error
     sidecar = Sidecar.parse(raw, str(meta_path))
     sha256 = file_sha256(model_path)

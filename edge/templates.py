@@ -14,7 +14,6 @@ import builtins
 import datetime as dt
 import json
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.fileio import atomic_rename
 from edge.fileio import atomic_write_bytes as write_atomically
 
 __all__ = [
@@ -69,15 +69,17 @@ def atomic_write_bytes(path: Path, data: bytes, keep_backup: bool = True) -> Non
 
 
 def _unit(vector: npt.ArrayLike, what: str) -> FloatArray:
-    array = np.asarray(vector, dtype=np.float32)
+    # float64: a value like 1e300 in a file is scaled below, not an overflow warning in the cast
+    array = np.asarray(vector, dtype=np.float64)
     if array.ndim != 1 or array.size == 0 or not np.all(np.isfinite(array)):
         raise TemplateError(
             f"{what}: expected a non-empty 1-D vector of finite numbers, got shape {array.shape}"
         )
-    norm = float(np.linalg.norm(array))
-    if norm == 0.0:
+    largest = float(np.max(np.abs(array)))
+    if largest == 0.0:
         raise TemplateError(f"{what}: the vector is all zeros")
-    unit: FloatArray = (array / norm).astype(np.float32)
+    scaled = array / largest  # the norm of huge values would overflow
+    unit: FloatArray = (scaled / np.linalg.norm(scaled)).astype(np.float32)
     return unit
 
 
@@ -102,8 +104,9 @@ class Template:
 
     def __post_init__(self) -> None:
         check_keyword_name(self.name)
+        self._check_types()
         object.__setattr__(self, "embedding", _unit(self.embedding, f"template {self.name}: embedding"))
-        negatives = np.asarray(self.negatives, dtype=np.float32)
+        negatives = np.asarray(self.negatives, dtype=np.float64)
         if negatives.size == 0:
             negatives = np.zeros((0, self.embedding.shape[0]), dtype=np.float32)
         if negatives.ndim != 2 or negatives.shape[1] != self.embedding.shape[0]:
@@ -119,6 +122,30 @@ class Template:
             raise TemplateError(f"template {self.name}: pin must be a GPIO number 0-63, got {self.pin}")
         if self.takes < 0:
             raise TemplateError(f"template {self.name}: takes must be >= 0, got {self.takes}")
+
+    def _check_types(self) -> None:
+        """Scalar fields as their annotations say: a hand-edited file must not reach the daemon as `pin = 0.5`."""
+        for key in ("model_sha256", "frontend_fingerprint", "created"):
+            if not isinstance(getattr(self, key), str):
+                raise TemplateError(
+                    f"template {self.name}: {key} must be a string, got {getattr(self, key)!r}"
+                )
+        if self.hook is not None and not isinstance(self.hook, str):
+            raise TemplateError(
+                f"template {self.name}: hook must be a shell command (string), got {self.hook!r}"
+            )
+        for key in ("pin", "takes"):
+            value = getattr(self, key)
+            if (value is not None or key == "takes") and (
+                not isinstance(value, int) or isinstance(value, bool)
+            ):
+                raise TemplateError(f"template {self.name}: {key} must be an integer, got {value!r}")
+        if self.threshold is not None:
+            if not isinstance(self.threshold, int | float) or isinstance(self.threshold, bool):
+                raise TemplateError(
+                    f"template {self.name}: threshold must be a number, got {self.threshold!r}"
+                )
+            object.__setattr__(self, "threshold", float(self.threshold))
 
     @classmethod
     def from_takes(
@@ -144,13 +171,23 @@ class Template:
         row = _unit(embedding, f"template {self.name}: new negative")[None]
         return replace(self, negatives=np.concatenate([self.negatives, row]))
 
-    def check_model(self, model_sha256: str, frontend_fingerprint: str) -> None:
-        """Raise TemplateMismatchError unless this template was made with this model and front end."""
+    def check_model(
+        self, model_sha256: str, frontend_fingerprint: str, embedding_dim: int | None = None
+    ) -> None:
+        """Raise TemplateMismatchError unless this template was made with this model and front end.
+
+        With `embedding_dim`, a vector of another length (a hand-edited file) is refused too: scoring it would
+        fail inside the daemon's loop.
+        """
         problems = []
         if self.model_sha256 != model_sha256:
             problems.append(f"model {self.model_sha256[:12]}... (running {model_sha256[:12]}...)")
         if self.frontend_fingerprint != frontend_fingerprint:
             problems.append(f"front end {self.frontend_fingerprint} (running {frontend_fingerprint})")
+        if embedding_dim is not None and self.embedding.shape[0] != embedding_dim:
+            problems.append(
+                f"embedding length {self.embedding.shape[0]} (the running model's is {embedding_dim})"
+            )
         if problems:
             raise TemplateMismatchError(
                 f"keyword {self.name!r} was enrolled with another {' and '.join(problems)}; its template is "
@@ -220,7 +257,7 @@ class TemplateStore:
         path = self.path_for(name)
         if not path.is_file():
             raise TemplateError(f"no keyword {name!r} in {path.parent} (see `kws-edge list`)")
-        os.replace(path, path.with_name(path.name + _BAK))
+        atomic_rename(path, path.with_name(path.name + _BAK))
         log.info("removed keyword %r", name)
 
     def names(self) -> builtins.list[str]:
@@ -237,12 +274,12 @@ class TemplateStore:
         if not path.is_file():
             raise TemplateError(f"no keyword {name!r} in {path.parent} (see `kws-edge list`)")
         try:
-            return self._read(path)
+            return self._read(path, name)
         except TemplateError as error:
             backup = path.with_name(path.name + _BAK)
             if not backup.is_file():
                 raise TemplateError(f"{error}; and there is no backup {backup.name}") from error
-            template = self._read(backup)
+            template = self._read(backup, name)
             log.error("%s; using the previous version from %s", error, backup)
             return template
 
@@ -256,12 +293,14 @@ class TemplateStore:
                 log.error("keyword %r left out: %s", name, error)
         return templates
 
-    def load_for_model(self, model_sha256: str, frontend_fingerprint: str) -> builtins.list[Template]:
+    def load_for_model(
+        self, model_sha256: str, frontend_fingerprint: str, embedding_dim: int | None = None
+    ) -> builtins.list[Template]:
         """The keywords valid for this model; any made with another model is refused (logged) and left out."""
         valid = []
         for template in self.list():
             try:
-                template.check_model(model_sha256, frontend_fingerprint)
+                template.check_model(model_sha256, frontend_fingerprint, embedding_dim)
             except TemplateMismatchError as error:
                 log.error("%s", error)
                 continue
@@ -291,9 +330,12 @@ class TemplateStore:
         return template
 
     @staticmethod
-    def _read(path: Path) -> Template:
+    def _read(path: Path, name: str) -> Template:
         try:
             raw = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise TemplateError(f"{path}: corrupt or unreadable template ({error})") from error
-        return Template.from_json(raw, str(path))
+        template = Template.from_json(raw, str(path))
+        if template.name != name:  # two files claiming one keyword would share its trigger state
+            raise TemplateError(f"{path}: holds keyword {template.name!r}, expected {name!r} (its file name)")
+        return template

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from edge.fileio import atomic_write_text
+from training.bench.report_conditions import plot_conditions, render_conditions
+from training.bench.soak_report import soak_section
 
 __all__ = ["frr_at_fa", "plot_curves", "render_markdown", "render_table", "write_report"]
 
+CONDITIONS_PNG = "bench_conditions.png"
 TARGETS = {"cpu_percent_gate_off": 3.0, "rss_mb": 150.0, "latency_median_ms": 300.0}
 
 
@@ -247,6 +250,7 @@ Targets of the edge issue: daemon CPU <= 3 % of real time with the energy gate o
 False rejects by SNR: {snr}.
 What the windows of false accepts held: {causes}.
 
+{render_conditions(results, str(Path(png_name).with_name(CONDITIONS_PNG)))}
 ## Run time
 
 {stages}
@@ -300,6 +304,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
 
 def write_report(results: dict[str, Any], markdown_path: Path, png_path: Path) -> None:
     plot_curves(results, png_path)
-    atomic_write_text(
-        markdown_path, render_markdown(results, os.path.relpath(png_path, markdown_path.parent))
-    )
+    plot_conditions(results, png_path.with_name(CONDITIONS_PNG))
+    markdown = render_markdown(results, os.path.relpath(png_path, markdown_path.parent))
+    soak = soak_section(markdown_path.parent)  # `make soak`'s section, kept from its committed results
+    atomic_write_text(markdown_path, markdown + ("\n" + soak if soak else ""))
