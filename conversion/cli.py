@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from conversion.calibration import CALIBRATION_DIR, CalibrationError, calibration_inputs, load_calibration_set
+from conversion.cohort import cohort_main, publish_cohort
 from conversion.onnx_to_tf import Onnx2TfError, onnx_to_saved_model
 from conversion.quantize import QuantizationError, quantize_saved_model
 from conversion.sidecar import (
@@ -201,6 +202,9 @@ def step_verify(config: ConvertConfig, source: ModelSource) -> dict[str, Any]:
     if figures["passed"]:
         model, meta = publish_pair(config.candidate, config.output_dir, config.name)
         figures["published"] = [str(model), str(meta)]
+        cohort = publish_cohort(model)
+        if cohort is not None:
+            figures["published"].append(str(cohort))
     return figures
 
 
@@ -292,6 +296,14 @@ def _print_verification(figures: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["cohort"]:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return cohort_main(argv[1:])
+        except (FileNotFoundError, ValueError) as error:
+            print(f"kws-convert cohort: error: {error}", file=sys.stderr)
+            return 2
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -19,6 +19,7 @@ from edge.commands import (
     describe_keywords,
     embed_files,
     enroll_from_audio,
+    enrollment_report,
     open_model,
     record_takes,
     reject,
@@ -28,6 +29,7 @@ from edge.commands import (
 from edge.config import Config, load_config
 from edge.frontend import DEFAULT_CONFIG, mfcc
 from edge.model import load_model
+from edge.resolver import KeywordResolver
 from edge.templates import TemplateStore
 
 log = logging.getLogger("kws-edge")
@@ -117,6 +119,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{config.state.dir}: no keyword enrolled for this model (kws-edge enroll NAME a.wav ...)"
         )
+    resolver = KeywordResolver.for_model(config, encoder.model_path, encoder.sha256)
+    templates = [r.template for r in resolver.resolve(templates)]
     audio = load_audio(args.file)
     started = time.process_time()
     result = replay(audio, encoder, templates, config.detector)
@@ -188,12 +192,21 @@ def _cmd_enroll(args: argparse.Namespace) -> int:
         args.name, takes, encoder, store, args.threshold, args.pin, args.hook, check=not args.no_checks
     )
     print(f"enrolled {template.name!r} from {template.takes} takes into {store.path_for(template.name)}")
+    resolver = KeywordResolver.for_model(config, encoder.model_path, encoder.sha256)
+    print(enrollment_report(resolver.resolve_one(template)))
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    store = TemplateStore(_config(args).state.dir)
-    print(describe_keywords(store.list(), as_json=args.json) or f"no keywords in {store.state_dir}")
+    config = _config(args)
+    store = TemplateStore(config.state.dir)
+    templates = store.list()
+    resolved = None
+    if templates and Path(config.model.path).is_file():  # thresholds in force need the model and its cohort
+        encoder = open_model(config)
+        usable = store.load_for_model(encoder.sha256, encoder.frontend_fingerprint, encoder.embedding_dim)
+        resolved = KeywordResolver.for_model(config, encoder.model_path, encoder.sha256).resolve(usable)
+    print(describe_keywords(templates, args.json, resolved) or f"no keywords in {store.state_dir}")
     return 0
 
 
@@ -339,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.set_defaults(func=_cmd_enroll)
 
     listing = sub.add_parser("list", help="list the enrolled keywords")
-    _common(listing, model=False)
+    _common(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_cmd_list)
 

@@ -17,6 +17,7 @@ from edge.config import Config, DetectorConfig
 from edge.daemon import detection_audio_path
 from edge.detector import Detection, Detector, WindowResult
 from edge.model import Encoder, load_model
+from edge.resolver import Resolved
 from edge.takes import (
     Segment,
     TakeChecks,
@@ -24,6 +25,7 @@ from edge.takes import (
     VoiceActivityCutter,
     check_consistency,
     check_signal,
+    speed_perturbed,
     take_window,
 )
 from edge.templates import Template, TemplateStore
@@ -32,6 +34,7 @@ __all__ = [
     "describe_keywords",
     "embed_files",
     "enroll_from_audio",
+    "enrollment_report",
     "record_takes",
     "reject",
     "replay",
@@ -99,11 +102,13 @@ def enroll_from_audio(
                 f"{takes[index][0]}: take refused (inconsistent with the other takes: cosine {score:.2f} to "
                 "their mean); record it again, or pass --no-checks"
             )
+    variants = encoder.embed_windows(np.concatenate([speed_perturbed(w) for w in windows]))
     template = Template.from_takes(
         name,
         embeddings,
         encoder.sha256,
         encoder.frontend_fingerprint,
+        variants=variants,
         threshold=threshold,
         pin=pin,
         hook=hook,
@@ -135,21 +140,53 @@ def record_takes(count: int, name: str, config: Config, window_samples: int) -> 
     return takes
 
 
-def describe_keywords(templates: Sequence[Template], as_json: bool) -> str:
-    """`kws-edge list` output: one line per keyword, or one JSON array (without the vectors)."""
+def describe_keywords(
+    templates: Sequence[Template], as_json: bool, resolved: Sequence[Resolved] | None = None
+) -> str:
+    """`kws-edge list` output: one line per keyword, or one JSON array (without the vectors).
+
+    With `resolved` (the same keywords as the detector would use them), the threshold in force and, for a
+    budgeted one, its expected false alarms per hour."""
+    in_force = {r.template.name: r for r in resolved or ()}
     if as_json:
-        rows = [
-            {k: v for k, v in t.to_json().items() if k not in ("embedding", "negatives")}
-            | {"negatives": t.negatives.shape[0]}
-            for t in templates
-        ]
+        rows = []
+        for t in templates:
+            row = {
+                k: v for k, v in t.to_json().items() if k not in ("embedding", "negatives", "take_embeddings")
+            }
+            row["negatives"] = t.negatives.shape[0]
+            if t.name in in_force:
+                row["in_force"] = in_force[t.name].as_event()
+            rows.append(row)
         return json.dumps(rows)
-    return "\n".join(
-        f"{t.name}: {t.takes} takes, {t.negatives.shape[0]} negatives, threshold "
-        f"{'default' if t.threshold is None else f'{t.threshold:.3f}'}, pin {t.pin}, hook {t.hook!r}, "
-        f"created {t.created}, model {t.model_sha256[:12]}"
-        for t in templates
-    )
+    lines = []
+    for t in templates:
+        threshold = "default" if t.threshold is None else f"{t.threshold:.3f}"
+        if t.name in in_force:
+            threshold = _threshold_text(in_force[t.name])
+        lines.append(
+            f"{t.name}: {t.takes} takes, {t.negatives.shape[0]} negatives, threshold {threshold}, pin {t.pin}, "
+            f"hook {t.hook!r}, created {t.created}, model {t.model_sha256[:12]}"
+        )
+    return "\n".join(lines)
+
+
+def _threshold_text(resolved: Resolved) -> str:
+    threshold = f"{resolved.template.threshold:.3f}"
+    if resolved.budget is not None:
+        return (
+            f"{threshold} (false-alarm budget {resolved.budget.budget_per_hour:g}/h: expect about "
+            f"{resolved.budget.expected_per_hour:.2f}/h)"
+        )
+    return f"{threshold} ({'set at enrollment' if resolved.threshold_source == 'keyword' else 'detector.threshold'})"
+
+
+def enrollment_report(resolved: Resolved) -> str:
+    """What `kws-edge enroll` says after saving: the threshold in force, the expected false alarms, a warning."""
+    lines = [f"threshold {_threshold_text(resolved)}"]
+    if resolved.budget is not None and resolved.budget.warning:
+        lines.append(f"warning: {resolved.budget.warning}")
+    return "\n".join(lines)
 
 
 def _fit(audio: FloatArray, length: int) -> FloatArray:

@@ -42,6 +42,9 @@ SHIPPED_DEFAULTS = Path(__file__).with_name("default_config.toml")
 class ModelConfig:
     path: str = "/usr/share/udkws/udkws_int8.tflite"
     num_threads: int = 1
+    cohort: str = (
+        ""  # the impostor cohort for false-alarm budgets; "" = `<model>.cohort.npz` beside the model
+    )
 
     def validate(self, section: str) -> None:
         _require(bool(self.path), f"{section}.path", "must not be empty")
@@ -90,6 +93,8 @@ class DetectorConfig:
     refractory_ms: int = 1500
     gate: bool = True
     gate_dbfs: float = -45.0
+    false_alarms_per_hour: float = 0.5
+    hard_negatives: int = 100
 
     def validate(self, section: str) -> None:
         _require(
@@ -116,6 +121,17 @@ class DetectorConfig:
             0 <= self.refractory_ms <= 60000,
             f"{section}.refractory_ms",
             f"must be 0-60000, got {self.refractory_ms}",
+        )
+        _require(
+            0.0 <= self.false_alarms_per_hour <= 100.0,
+            f"{section}.false_alarms_per_hour",
+            f"must be 0 (off: every keyword uses `threshold`) or a rate up to 100 per hour, "
+            f"got {self.false_alarms_per_hour}",
+        )
+        _require(
+            0 <= self.hard_negatives <= 1000,
+            f"{section}.hard_negatives",
+            f"must be 0 (off) to 1000, got {self.hard_negatives}",
         )
         _require(
             -120.0 <= self.gate_dbfs <= 0.0,

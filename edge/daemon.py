@@ -28,6 +28,7 @@ from edge.config import Config
 from edge.detector import Detection, Detector
 from edge.model import Encoder
 from edge.outputs import EventSink, HookRunner, SystemdNotifier
+from edge.resolver import KeywordResolver
 from edge.sources import AudioSource, FileSource, MicSource, ResilientSource, StdinSource
 from edge.templates import TemplateError, TemplateStore
 
@@ -153,6 +154,7 @@ class Daemon:
             self.events.emit,
         )
         self.detector = Detector(encoder, (), config.detector)
+        self.resolver = KeywordResolver.for_model(config, encoder.model_path, encoder.sha256)
         self.hooks = HookRunner(config.output.hook_timeout_s, config.output.hook_workers, self.events)
         self.mqtt: Any = None  # edge.mqtt.MqttPublisher when [mqtt] is enabled
         if config.mqtt.enabled:
@@ -184,7 +186,15 @@ class Daemon:
             EnrollmentConfig(takes=gpio.takes, confirm_seconds=gpio.confirm_s, pin_pool=gpio.keyword_pins),
             on_keyword_added=lambda template: self.reload_templates(force=True),
             on_keyword_removed=lambda name: self.reload_templates(force=True),
+            assess=self._assess,
         )
+
+    def _assess(self, template: Any) -> str | None:
+        """The budget's verdict on a keyword just enrolled with the button: an event, and the LED's warning."""
+        resolved = self.resolver.resolve_one(template)
+        budget = resolved.budget.as_event() if resolved.budget is not None else {}
+        self.events.emit({"event": "enrolled", **resolved.as_event(), **budget})
+        return resolved.budget.warning if resolved.budget is not None else None
 
     def stop(self, *_: Any) -> None:
         self.stop_event.set()
@@ -202,13 +212,18 @@ class Daemon:
         templates = self.store.load_for_model(
             self.encoder.sha256, self.encoder.frontend_fingerprint, self.encoder.embedding_dim
         )
-        self.detector.set_templates(templates)
+        resolved = self.resolver.resolve(templates)
+        self.detector.set_templates([r.template for r in resolved])
         names = [t.name for t in templates]
         log.info(
             "keywords active: %s",
-            ", ".join(names) or "none (enroll one: `kws-edge enroll NAME a.wav b.wav c.wav`)",
+            ", ".join(
+                f"{r.template.name} (threshold {r.template.threshold:.3f}, {r.threshold_source})"
+                for r in resolved
+            )
+            or "none (enroll one: `kws-edge enroll NAME a.wav b.wav c.wav`)",
         )
-        self.events.emit({"event": "keywords", "active": names})
+        self.events.emit({"event": "keywords", "active": names, "keywords": [r.as_event() for r in resolved]})
         if self.mqtt is not None:
             self.mqtt.keywords(names)
         if force and self.wyoming is not None:

@@ -27,6 +27,7 @@ from edge.takes import (
     VoiceActivityCutter,
     check_consistency,
     check_signal,
+    speed_perturbed,
     take_window,
 )
 from edge.templates import Template, TemplateStore
@@ -91,6 +92,7 @@ class EnrollmentSession:
         config: EnrollmentConfig = EnrollmentConfig(),
         on_keyword_added: Callable[[Template], None] | None = None,
         on_keyword_removed: Callable[[str], None] | None = None,
+        assess: Callable[[Template], str | None] | None = None,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -98,6 +100,8 @@ class EnrollmentSession:
         self.config = config
         self.on_keyword_added = on_keyword_added
         self.on_keyword_removed = on_keyword_removed
+        # The false-alarm budget's verdict on a new keyword: a warning to show, or None (see edge.resolver).
+        self.assess = assess
         self.state = SessionState.IDLE
         self.clock = 0  # samples fed so far: the session's only notion of time
         self.rejections: list[str] = []  # every refused take of the current enrollment, with its reason
@@ -106,6 +110,7 @@ class EnrollmentSession:
         self._pin: int | None = None
         self._removal: str | None = None
         self._embeddings: list[FloatArray] = []
+        self._windows: list[FloatArray] = []  # the model window of each kept take, in step with _embeddings
         self._cutter: VoiceActivityCutter | None = None
 
     @property
@@ -170,7 +175,7 @@ class EnrollmentSession:
             log.error("enrollment refused: %s", error)
             self.indicator.error(str(error))
             return
-        self._embeddings, self.rejections = [], []
+        self._embeddings, self._windows, self.rejections = [], [], []
         log.info("enrolling %r (LED pin %s): say the word %d times", self._name, self._pin, self.config.takes)
         self._listen()
 
@@ -195,9 +200,11 @@ class EnrollmentSession:
             which = "this take" if index == candidates.shape[0] - 1 else f"take {index + 1}"
             kept = np.delete(candidates, index, axis=0)
             self._embeddings = list(kept)
+            self._windows = [w for i, w in enumerate([*self._windows, window]) if i != index]
             self._reject(f"{Rejection.INCONSISTENT}: {which}, cosine {score:.2f} to the mean of the others")
             return
         self._embeddings = list(candidates)
+        self._windows.append(window)
         if len(self._embeddings) >= self.config.takes:
             self._save()
         else:
@@ -222,11 +229,13 @@ class EnrollmentSession:
 
     def _save(self) -> None:
         self.state = SessionState.IDLE
+        variants = self.embedder.embed_windows(np.concatenate([speed_perturbed(w) for w in self._windows]))
         template = Template.from_takes(
             self._name,
             np.stack(self._embeddings),
             self.embedder.sha256,
             self.embedder.frontend_fingerprint,
+            variants=variants,
             pin=self._pin,
         )
         try:
@@ -235,7 +244,13 @@ class EnrollmentSession:
             log.error("could not save keyword %r: %s", self._name, error)
             self.indicator.error(f"saving {self._name} failed: {error}")
             return
-        self.indicator.keyword_saved(self._name)
+        warning = None
+        if self.assess is not None:
+            try:
+                warning = self.assess(template)
+            except Exception as error:  # the keyword is saved; an estimate that fails must not undo that
+                log.error("could not estimate the false alarms of %r: %s", self._name, error)
+        self.indicator.keyword_saved(self._name, warning)
         if self.on_keyword_added is not None:
             self.on_keyword_added(template)
 

@@ -62,6 +62,12 @@ PATTERNS: dict[str, Pattern] = {
     "take_accepted": Pattern(0.15, 0.15, 2, meaning="two short blinks: take kept"),
     "take_rejected": Pattern(0.05, 0.05, 8, meaning="eight very fast blinks: take refused, say it again"),
     "keyword_saved": Pattern(1.0, 0.3, 2, meaning="two long blinks: keyword saved and active"),
+    "keyword_saved_warning": Pattern(
+        1.0,
+        0.3,
+        4,
+        meaning="four long blinks: keyword saved, but expect false alarms (a longer phrase is better)",
+    ),
     "removal_prompt": Pattern(0.5, 0.5, None, meaning="slow blinking: double-press to confirm removal"),
     "removed": Pattern(2.0, 0.0, 1, meaning="one 2 s glow: keyword removed"),
     "cancelled": Pattern(0.0, 0.0, 0, meaning="off: nothing was changed"),
@@ -135,8 +141,12 @@ class Indicator:
     def take_rejected(self, reason: str) -> None:
         self.show("take_rejected", reason)
 
-    def keyword_saved(self, keyword: str) -> None:
-        self.show("keyword_saved", keyword)
+    def keyword_saved(self, keyword: str, warning: str | None = None) -> None:
+        """Saved; with `warning` (the budget expects more false alarms than allowed), a distinct pattern."""
+        if warning is None:
+            self.show("keyword_saved", keyword)
+        else:
+            self.show("keyword_saved_warning", f"{keyword}: {warning}")
 
     def removal_prompt(self, keyword: str) -> None:
         self.show("removal_prompt", keyword)

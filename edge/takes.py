@@ -14,6 +14,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from edge.audio import resample
+
 __all__ = [
     "SAMPLE_RATE",
     "Rejection",
@@ -23,6 +25,7 @@ __all__ = [
     "VoiceActivityCutter",
     "check_consistency",
     "check_signal",
+    "speed_perturbed",
     "take_window",
 ]
 
@@ -226,3 +229,24 @@ def check_consistency(embeddings: FloatArray, threshold: float) -> tuple[int, fl
         scores.append(float(units[i] @ others / max(float(np.linalg.norm(others)), 1e-12)))
     worst = units.shape[0] - 1 if units.shape[0] == 2 else int(np.argmin(scores))
     return (worst, scores[worst]) if scores[worst] < threshold else None
+
+
+# Kaldi's speed perturbation factors: each take also enrolls played 10 % slower and 10 % faster (tempo and
+# pitch together), a cheap stand-in for the other voices and paces the keyword will be spoken with.
+SPEED_FACTORS = (0.9, 1.1)
+
+
+def speed_perturbed(window: FloatArray, factors: tuple[float, ...] = SPEED_FACTORS) -> FloatArray:
+    """The model window played at each speed factor, centred again in a window of the same length [F, L]."""
+    length = window.shape[0]
+    out = np.zeros((len(factors), length), dtype=np.float32)
+    for row, factor in enumerate(factors):
+        # Resampling to rate/factor and playing back at the rate makes it `factor` times faster.
+        played = resample(window, SAMPLE_RATE, round(SAMPLE_RATE / factor))
+        if played.shape[0] >= length:
+            start = (played.shape[0] - length) // 2
+            out[row] = played[start : start + length]
+        else:
+            start = (length - played.shape[0]) // 2
+            out[row, start : start + played.shape[0]] = played
+    return out

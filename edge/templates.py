@@ -101,27 +101,33 @@ class Template:
     takes: int = 0
     created: str = field(default_factory=_now)
     negatives: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    # The unit embedding of each enrollment take: what the false-alarm budget compares the user's own voice with
+    # (empty for keywords enrolled before it existed).
+    take_embeddings: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def __post_init__(self) -> None:
         check_keyword_name(self.name)
         self._check_types()
         object.__setattr__(self, "embedding", _unit(self.embedding, f"template {self.name}: embedding"))
-        negatives = np.asarray(self.negatives, dtype=np.float64)
-        if negatives.size == 0:
-            negatives = np.zeros((0, self.embedding.shape[0]), dtype=np.float32)
-        if negatives.ndim != 2 or negatives.shape[1] != self.embedding.shape[0]:
-            raise TemplateError(
-                f"template {self.name}: negatives must be [K, {self.embedding.shape[0]}], got {negatives.shape}"
-            )
-        rows = [_unit(row, f"template {self.name}: negative {i}") for i, row in enumerate(negatives)]
-        stacked = np.stack(rows) if rows else negatives
-        object.__setattr__(self, "negatives", stacked.astype(np.float32))
+        object.__setattr__(self, "negatives", self._unit_rows(self.negatives, "negative"))
+        object.__setattr__(self, "take_embeddings", self._unit_rows(self.take_embeddings, "take embedding"))
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
             raise TemplateError(f"template {self.name}: threshold must be in [-1, 1], got {self.threshold}")
         if self.pin is not None and not 0 <= self.pin <= 63:
             raise TemplateError(f"template {self.name}: pin must be a GPIO number 0-63, got {self.pin}")
         if self.takes < 0:
             raise TemplateError(f"template {self.name}: takes must be >= 0, got {self.takes}")
+
+    def _unit_rows(self, rows: npt.ArrayLike, what: str) -> FloatArray:
+        """[K, D] unit rows (K may be 0) of this template's dimension D; TemplateError naming `what` otherwise."""
+        array = np.asarray(rows, dtype=np.float64)
+        dim = self.embedding.shape[0]
+        if array.size == 0:
+            return np.zeros((0, dim), dtype=np.float32)
+        if array.ndim != 2 or array.shape[1] != dim:
+            raise TemplateError(f"template {self.name}: {what}s must be [K, {dim}], got {array.shape}")
+        units = [_unit(row, f"template {self.name}: {what} {i}") for i, row in enumerate(array)]
+        return np.stack(units).astype(np.float32)
 
     def _check_types(self) -> None:
         """Scalar fields as their annotations say: a hand-edited file must not reach the daemon as `pin = 0.5`."""
@@ -154,17 +160,34 @@ class Template:
         take_embeddings: npt.ArrayLike,
         model_sha256: str,
         frontend_fingerprint: str,
+        variants: npt.ArrayLike | None = None,
         **extra: Any,
     ) -> Template:
-        """Mean of the L2-normalised take embeddings [K, D], re-normalised (the paper's prototype)."""
+        """Mean of the L2-normalised take embeddings [K, D], re-normalised (the paper's prototype).
+
+        `variants` [M, D] (the takes sped up and slowed down, edge.takes.speed_perturbed) join the mean; the
+        takes alone are kept as `take_embeddings`.
+        """
         takes = np.asarray(take_embeddings, dtype=np.float32)
         if takes.ndim != 2 or takes.shape[0] == 0:
             raise TemplateError(
                 f"template {name}: expected take embeddings [K, D] with K >= 1, got {takes.shape}"
             )
         units = takes / np.maximum(np.linalg.norm(takes, axis=1, keepdims=True), 1e-12)
+        pooled = units
+        if variants is not None and np.asarray(variants).size:
+            more = np.asarray(variants, dtype=np.float32).reshape(-1, takes.shape[1])
+            pooled = np.concatenate(
+                [units, more / np.maximum(np.linalg.norm(more, axis=1, keepdims=True), 1e-12)]
+            )
         return cls(
-            name, units.mean(axis=0), model_sha256, frontend_fingerprint, takes=takes.shape[0], **extra
+            name,
+            pooled.mean(axis=0),
+            model_sha256,
+            frontend_fingerprint,
+            takes=takes.shape[0],
+            take_embeddings=units,
+            **extra,
         )
 
     def with_negative(self, embedding: npt.ArrayLike) -> Template:
@@ -208,6 +231,7 @@ class Template:
             "created": self.created,
             "model_sha256": self.model_sha256,
             "frontend_fingerprint": self.frontend_fingerprint,
+            "take_embeddings": [[round(float(v), 7) for v in row] for row in self.take_embeddings],
         }
 
     @classmethod

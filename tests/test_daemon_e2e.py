@@ -49,7 +49,7 @@ def enrolled(tmp_path: Path, random_model_path: Path, keyword_stream: KeywordStr
     state = tmp_path / "state"
     config = tmp_path / "config.toml"
     config.write_text(
-        f'[model]\npath = "{random_model_path}"\n[state]\ndir = "{state}"\n[detector]\nthreshold = 0.9\n'
+        f'[model]\npath = "{random_model_path}"\n[state]\ndir = "{state}"\n[detector]\nthreshold = 0.7\n'
         "[output]\nhook_timeout_s = 5.0\n"
     )
     hook = f"echo $UDKWS_KEYWORD $UDKWS_TIME_S >> {tmp_path / 'hook.log'}"

@@ -21,12 +21,14 @@ from edge.enrollment import EnrollmentConfig, EnrollmentSession, SessionState
 from edge.gpio import Gesture, Indicator
 from edge.model import Encoder, load_model
 from edge.takes import (
+    SPEED_FACTORS,
     Rejection,
     Segment,
     TakeChecks,
     VoiceActivityCutter,
     check_consistency,
     check_signal,
+    speed_perturbed,
     take_window,
 )
 from edge.templates import Template, TemplateStore
@@ -289,11 +291,17 @@ def test_three_good_takes_make_an_active_keyword(
     assert abs(float(np.linalg.norm(saved.embedding)) - 1.0) < 1e-5
 
     # The template is the renormalised mean of what the session embedded: one window per take, each holding
-    # that take's word.
-    assert len(recorder.windows) == 3
-    mean = np.stack(recorder.outputs).mean(axis=0)
+    # that take's word, then each take slowed down and sped up (speed perturbation); the takes alone are kept.
+    assert len(recorder.windows) == 3 + 3 * len(SPEED_FACTORS)
+    np.testing.assert_allclose(
+        np.stack(recorder.windows[3:]), np.concatenate([speed_perturbed(w) for w in recorder.windows[:3]])
+    )
+    units = np.stack(recorder.outputs)
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    mean = units.mean(axis=0)
     np.testing.assert_allclose(saved.embedding, mean / np.linalg.norm(mean), atol=1e-5)
-    for window, name in zip(recorder.windows, ("forward1", "forward2", "forward3"), strict=True):
+    np.testing.assert_allclose(saved.take_embeddings, units[:3], atol=1e-5)
+    for window, name in zip(recorder.windows[:3], ("forward1", "forward2", "forward3"), strict=True):
         word = clips[name]
         match = np.correlate(window, word, mode="valid").max() / float(word @ word)
         assert match > 0.9, f"{name} is not in its window"

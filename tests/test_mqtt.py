@@ -193,7 +193,7 @@ def daemon_config(tmp_path: Path, model: Path, port: int, password_file: Path, e
     config = tmp_path / "config.toml"
     config.write_text(
         f'[model]\npath = "{model}"\n[state]\ndir = "{tmp_path / "state"}"\nreload_s = 0.2\n'
-        "[detector]\nthreshold = 0.9\n[gpio]\nenabled = false\n"
+        "[detector]\nthreshold = 0.7\n[gpio]\nenabled = false\n"
         f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {port}\nusername = "{USER}"\n'
         f'password_file = "{password_file}"\nnode_id = "board"\nretry_max_s = 1.0\n{extra}'
     )
@@ -224,7 +224,7 @@ def test_the_daemon_publishes_detections_discovery_and_availability(
         listener.close()
     daemon_times = [json.loads(line)["time_s"] for line in run.stdout.splitlines() if '"detection"' in line]
     assert [d["time_s"] for d in detections] == daemon_times and len(daemon_times) == 3
-    assert {d["keyword"] for d in detections} == {"happy"} and all(0.9 <= d["score"] <= 1 for d in detections)
+    assert {d["keyword"] for d in detections} == {"happy"} and all(0.7 <= d["score"] <= 1 for d in detections)
     assert all(e["event_type"] == "detected" and e["keyword"] == "happy" and "time" in e for e in events)
     assert statuses[0] == "online" and statuses[-1] == "offline"
 

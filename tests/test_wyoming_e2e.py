@@ -195,7 +195,7 @@ def test_run_serves_wyoming_beside_its_own_audio(
     config = tmp_path / "config.toml"
     config.write_text(
         f'[model]\npath = "{random_model_path}"\n[state]\ndir = "{state}"\nreload_s = 0.2\n'
-        '[detector]\nthreshold = 0.9\n[gpio]\nenabled = false\n[wyoming]\nenabled = true\nuri = "tcp://127.0.0.1:0"\n'
+        '[detector]\nthreshold = 0.7\n[gpio]\nenabled = false\n[wyoming]\nenabled = true\nuri = "tcp://127.0.0.1:0"\n'
     )
     enrolled = kws(
         "enroll", "happy", str(keyword_stream.keyword_clip), "--config", str(config), "--no-checks"

@@ -68,7 +68,7 @@ async def serving(
     server = WakeServer(
         encoder,
         TemplateStore(state_dir),
-        DetectorConfig(threshold=0.9),
+        DetectorConfig(threshold=0.7),
         WyomingConfig(uri="tcp://127.0.0.1:0", **settings),
         reload_s=0.2,
         on_event=events.append if events is not None else None,

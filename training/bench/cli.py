@@ -138,7 +138,7 @@ def run_bench(
             args.speechocean,
             args.music,
             encoder,
-            settings,
+            edge_config,
             stream,
             encoder_pass,
             args.out,

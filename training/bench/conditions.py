@@ -16,7 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge.config import DetectorConfig
+from edge.audio import load_audio
+from edge.config import Config
+from edge.detector import Detector
 from edge.fileio import atomic_write_json
 from edge.model import Encoder
 from training.bench.condition_streams import (
@@ -26,8 +28,8 @@ from training.bench.condition_streams import (
     eval_rooms,
     household3_enrollment,
 )
-from training.bench.embedcache import ensure_enrollment, ensure_windows
-from training.bench.experiments import INDEX, BaselineRule, evaluate_rule, rule_events
+from training.bench.embedcache import Enrollment, StreamWindows, ensure_enrollment, ensure_windows
+from training.bench.experiments import INDEX, BaselineRule, ShippedRule, evaluate_rule, rule_events
 from training.bench.longform import MUSIC_PACKAGE, ensure_music_stream, ensure_speech_stream
 from training.bench.streaming import EncoderPass
 from training.bench.streams import BenchStream, manifest_rows
@@ -73,19 +75,50 @@ def _false_accept_examples(
     return examples
 
 
+def _check_shipped_rule(
+    rule: ShippedRule,
+    encoder: Encoder,
+    stream: BenchStream,
+    windows: StreamWindows,
+    enrollment: Enrollment,
+    minutes: float = 10.0,
+) -> None:
+    """The rule over cached embeddings must give the real detector's detections, resolved templates and all: the
+    first `minutes` of the household stream through `edge.detector.Detector` with the resolver's templates."""
+    resolved = [r.template for r in rule.resolver.resolve(rule.templates(enrollment))]
+    audio = load_audio(stream.audio_path)[: int(minutes * 60 * 16000)]
+    detector = Detector(encoder, resolved, rule.settings)
+    found = []
+    for start in range(0, audio.shape[0], 1600):
+        found += [(d.keyword, round(d.time_s, 3)) for d in detector.push(audio[start : start + 1600])]
+    last_end = detector.samples_seen
+    replayed = [
+        (k, round(t, 3)) for k, t, _ in rule_events(rule, windows, enrollment) if t * 16000 <= last_end
+    ]
+    if replayed != found:
+        raise RuntimeError(
+            f"the shipped rule over cached embeddings disagrees with the detector: {replayed[:5]} vs {found[:5]}"
+        )
+
+
 def run_conditions(
     data_dir: Path,
     speechocean: Path,
     music: Path,
     encoder: Encoder,
-    settings: DetectorConfig,
+    edge_config: Config,
     household: BenchStream,
     household_pass: EncoderPass,
     root: Path,
     config: ConditionsConfig,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build, cache and evaluate every condition; returns the results' `conditions` section."""
+    """Build, cache and evaluate every condition; returns the results' `conditions` section.
+
+    Two rules are evaluated: the shipped configuration as the daemon runs it (`ShippedRule`: per-keyword
+    thresholds from the false-alarm budget, cohort look-alikes as negatives) and the baseline of one cosine
+    threshold for every keyword (`BaselineRule`), for comparison."""
+    settings = edge_config.detector
     started = time.perf_counter()
     streams_root = root / "streams"
     streams = {
@@ -146,11 +179,16 @@ def run_conditions(
             "the cached embeddings with the baseline rule disagree with the detector's detections"
         )
     evaluated = time.perf_counter()
-    table = evaluate_rule(rule, root=root)
+    baseline = evaluate_rule(rule, root=root)
     evaluate_s = time.perf_counter() - evaluated
+    shipped_rule = ShippedRule.for_model(
+        edge_config, encoder.model_path, encoder.sha256, encoder.frontend_fingerprint
+    )
+    _check_shipped_rule(shipped_rule, encoder, household, household_windows, enrollments["household-1"])
+    table = evaluate_rule(shipped_rule, root=root)
     speech_windows = ensure_windows(streams["speech"], encoder, settings, root, False)[0]
     examples = _false_accept_examples(
-        rule_events(rule, speech_windows, enrollments["household-1"]), streams["speech"]
+        rule_events(shipped_rule, speech_windows, enrollments["household-1"]), streams["speech"]
     )
     return {
         "config": asdict(config),
@@ -163,6 +201,7 @@ def run_conditions(
         "speechocean762": str(speechocean),
         "index": _shown(root / INDEX, root),
         "table": table.to_dict(),
+        "baseline_table": baseline.to_dict(),
         "replay_matches_detector": True,
         "speech_false_accept_examples": examples,
         "embed_cpu_s": embed_cpu_s,

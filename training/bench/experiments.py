@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge.config import DetectorConfig, load_config
+from edge.config import Config, DetectorConfig, load_config
+from edge.resolver import KeywordResolver
+from edge.templates import Template
 from training.bench.embedcache import Enrollment, StreamWindows, load_enrollment, load_windows
 from training.bench.streaming import DEFAULT_EDGE_CONFIG, REPO
 from training.bench.streams import load_stream
@@ -49,6 +51,7 @@ __all__ = [
     "ConditionTable",
     "Rule",
     "RuleScores",
+    "ShippedRule",
     "evaluate_rule",
     "frr_at",
     "load_condition",
@@ -105,6 +108,53 @@ class BaselineRule:
         scores = (windows.embeddings @ enrollment.templates.T).astype(np.float32)
         scores[windows.gated] = -np.inf
         thresholds = np.full(len(enrollment.keywords), self.settings.threshold, dtype=np.float32)
+        return RuleScores(scores, thresholds)
+
+
+@dataclass(frozen=True)
+class ShippedRule:
+    """What the daemon does with a configuration: each keyword resolved by `edge.resolver.KeywordResolver` (a
+    threshold from the false-alarm budget and the model's cohort, the cohort's look-alikes as negatives),
+    then cosine scoring where a window more like one of the keyword's negatives than the keyword is no hit."""
+
+    settings: DetectorConfig
+    resolver: KeywordResolver
+    model_sha256: str
+    frontend_fingerprint: str
+    name: str = "shipped (false-alarm budget, hard negatives)"
+    # Windows scoring below this are never checked against the negatives: no threshold on the curve goes there.
+    lowest_checked: float = 0.2
+
+    @classmethod
+    def for_model(cls, config: Config, model_path: Path, model_sha256: str, fingerprint: str) -> ShippedRule:
+        resolver = KeywordResolver.for_model(config, model_path, model_sha256)
+        return cls(config.detector, resolver, model_sha256, fingerprint)
+
+    def templates(self, enrollment: Enrollment) -> list[Template]:
+        return [
+            Template(
+                keyword,
+                enrollment.templates[k],
+                self.model_sha256,
+                self.frontend_fingerprint,
+                takes=enrollment.takes[k].shape[0],
+                take_embeddings=enrollment.takes[k],
+            )
+            for k, keyword in enumerate(enrollment.keywords)
+        ]
+
+    def score(self, windows: StreamWindows, enrollment: Enrollment) -> RuleScores:
+        resolved = self.resolver.resolve(self.templates(enrollment))
+        matrix = np.stack([r.template.embedding for r in resolved])
+        scores = (windows.embeddings @ matrix.T).astype(np.float32)
+        scores[windows.gated] = -np.inf
+        for k, keyword in enumerate(resolved):
+            negatives = keyword.template.negatives
+            checked = np.flatnonzero(scores[:, k] >= self.lowest_checked)
+            if negatives.shape[0] and checked.size:
+                closest = np.max(windows.embeddings[checked] @ negatives.T, axis=1)
+                scores[checked[closest > scores[checked, k]], k] = -np.inf
+        thresholds = np.array([r.template.threshold for r in resolved], dtype=np.float32)
         return RuleScores(scores, thresholds)
 
 

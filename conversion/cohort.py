@@ -1,0 +1,298 @@
+"""`kws-convert cohort`: the impostor cohort shipped beside the model (see `edge.budget`).
+
+Hours of ordinary audio that hold no keyword, run through the daemon's own detector (streaming MFCC, energy
+gate, the int8 encoder) so that every window embedding is the one the board would compute, every `hop_ms`:
+- read speech of the speechocean762 **train** speakers (test speakers are reserved for measuring false alarms
+  and are refused), sentences holding a command word or one of its relatives left out, one stream per
+  speaker with the sentences joined by short pauses;
+- isolated words of the training corpora in the speech data folder (never `gsc_v2_test`, never a command
+  word), joined into streams of many speakers with short random gaps;
+- noise and music from a noise-set manifest, `train` split only.
+Gated windows are stored as zero vectors (cosine 0: they never fire), so the cohort's length is its duration.
+Deterministic for a given model, sources and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge.audio import load_audio
+from edge.budget import Cohort, CohortError, cohort_path_for
+from edge.config import DetectorConfig
+from edge.detector import Detector, WindowResult
+from edge.fileio import file_sha256
+from edge.model import Encoder
+from training.data.manifest import COMMAND_WORDS
+from training.data.vocabulary import COMMAND_WORD_RELATIVES
+
+__all__ = ["SHIPPED_COHORT", "CohortSources", "build_cohort", "cohort_main", "publish_cohort"]
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The cohort of the shipped model, committed beside its checkpoint (building it needs speechocean762).
+SHIPPED_COHORT = REPO_ROOT / "training" / "shipped" / "udkws_int8.cohort.npz"
+_FORBIDDEN_WORDS = frozenset(COMMAND_WORDS) | COMMAND_WORD_RELATIVES
+# Arabic Speech Commands folders are English glosses; these glosses are command words (as in calibration_data).
+_WORD_DATASETS = ("arabic_sc", "dspspeech20", "fsdd", "gsc_v1_words")
+
+
+@dataclass(frozen=True)
+class CohortSources:
+    speechocean: Path | None = None  # a speechocean762 checkout (train/ is read)
+    speechocean_hours: float = 1.5
+    data_dir: Path | None = None  # the speech data folder (manifest.csv)
+    words_hours: float = 0.25
+    noise_manifest: Path | None = None  # a noise-set manifest.csv (path,...,split), `train` rows only
+    noise_hours: float = 0.25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str  # e.g. "speechocean762:0012"
+    source: str
+    audio: np.ndarray
+
+
+def _holds_forbidden(text: str) -> bool:
+    return any(word.strip(".,!?;:'\"").lower() in _FORBIDDEN_WORDS for word in text.split())
+
+
+def _kaldi_table(path: Path) -> dict[str, str]:
+    table = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.strip().partition(" ")
+        if "\t" in key:
+            key, _, value = line.strip().partition("\t")
+        if key:
+            table[key] = value.strip()
+    return table
+
+
+def speechocean_train_streams(root: Path, hours: float, seed: int) -> Iterator[Stream]:
+    """One stream per train speaker (sentences joined by 0.3-0.8 s pauses), speakers in a seeded order."""
+    train = root / "train"
+    if not (train / "wav.scp").is_file():
+        raise FileNotFoundError(f"{train}/wav.scp: not a speechocean762 checkout (expected train/wav.scp)")
+    if (root / "test").resolve() == train.resolve():
+        raise ValueError(f"{root}: the test speakers are reserved for measuring false alarms")
+    wavs, texts, speakers = (_kaldi_table(train / name) for name in ("wav.scp", "text", "utt2spk"))
+    by_speaker: dict[str, list[str]] = defaultdict(list)
+    for utterance in sorted(wavs):
+        if not _holds_forbidden(texts.get(utterance, "")):
+            by_speaker[speakers[utterance]].append(utterance)
+    rng = random.Random(seed)
+    order = sorted(by_speaker)
+    rng.shuffle(order)
+    budget = hours * 3600 * RATE
+    for speaker in order:
+        if budget <= 0:
+            return
+        pieces: list[np.ndarray] = []
+        for utterance in by_speaker[speaker]:
+            pieces += [
+                load_audio(root / wavs[utterance]),
+                np.zeros(int(rng.uniform(0.3, 0.8) * RATE), np.float32),
+            ]
+        audio = np.concatenate(pieces)
+        budget -= audio.shape[0]
+        yield Stream(f"speechocean762:{speaker}", "speechocean762 train speakers (CC BY 4.0)", audio)
+
+
+def word_streams(
+    data_dir: Path, hours: float, seed: int, per_word: int = 12, minutes_per_stream: float = 5.0
+) -> Iterator[Stream]:
+    """Training-corpus words (no benchmark clip, no command word) joined with 0.2-1.0 s gaps.
+
+    At most `per_word` clips of each word: some corpora hold a thousand takes of one word, and ordinary
+    speech is many words, each rarely.
+    """
+    by_word: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    with open(data_dir / "manifest.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["dataset"] in _WORD_DATASETS and row["word"].lower() not in _FORBIDDEN_WORDS:
+                by_word[row["dataset"], row["word"]].append(row)
+    rng = random.Random(seed + 1)
+    rows = [
+        row for key in sorted(by_word) for row in rng.sample(by_word[key], min(per_word, len(by_word[key])))
+    ]
+    rng.shuffle(rows)
+    budget, stream, index = hours * 3600 * RATE, [], 0
+    length = 0
+    for row in rows:
+        if budget <= 0:
+            break
+        clip = load_audio(data_dir / row["path"])
+        gap = np.zeros(int(rng.uniform(0.2, 1.0) * RATE), np.float32)
+        stream += [clip, gap]
+        length += clip.shape[0] + gap.shape[0]
+        budget -= clip.shape[0] + gap.shape[0]
+        if length >= minutes_per_stream * 60 * RATE:
+            yield Stream(
+                f"words:{index}", "training-corpus words (see the speech data README)", np.concatenate(stream)
+            )
+            stream, length, index = [], 0, index + 1
+    if stream:
+        yield Stream(
+            f"words:{index}", "training-corpus words (see the speech data README)", np.concatenate(stream)
+        )
+
+
+def noise_streams(manifest: Path, hours: float, seed: int, per_file_s: float = 90.0) -> Iterator[Stream]:
+    """Up to `per_file_s` of each music/noise file of a sound-set manifest (`kind` music or noise, `split`
+    train only: the eval parts are reserved for measuring), a stream each, files in a seeded order."""
+    with open(manifest, newline="") as handle:
+        rows = [
+            row
+            for row in csv.DictReader(handle)
+            if row.get("split") == "train" and row.get("kind", "noise") in ("music", "noise")
+        ]
+    if not rows:
+        raise ValueError(f"{manifest}: no music or noise row with split = train")
+    rng = random.Random(seed + 2)
+    rng.shuffle(rows)
+    budget = hours * 3600 * RATE
+    for row in rows:
+        if budget <= 0:
+            return
+        audio = load_audio(manifest.parent / row["path"])
+        length = int(min(budget, per_file_s * RATE, audio.shape[0]))
+        start = rng.randrange(0, audio.shape[0] - length + 1)
+        budget -= length
+        yield Stream(
+            f"noise:{row['path']}",
+            f"{row.get('source', 'noise')} ({row.get('license', '?')})",
+            audio[start : start + length],
+        )
+
+
+def _embed_stream(encoder: Encoder, settings: DetectorConfig, audio: np.ndarray) -> np.ndarray:
+    windows: list[np.ndarray] = []
+    zero = np.zeros(encoder.embedding_dim, dtype=np.float32)
+
+    def keep(result: WindowResult) -> None:
+        windows.append(zero if result.embedding is None else result.embedding)
+
+    detector = Detector(encoder, (), settings, on_window=keep)
+    for start in range(0, audio.shape[0], 1600):
+        detector.push(audio[start : start + 1600])
+    return np.stack(windows) if windows else np.zeros((0, encoder.embedding_dim), np.float32)
+
+
+def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSources, command: str) -> Cohort:
+    """Embed every source stream with the daemon's detector; one cohort segment per stream."""
+    streams: list[Stream] = []
+    if sources.speechocean is not None:
+        streams += speechocean_train_streams(sources.speechocean, sources.speechocean_hours, sources.seed)
+    if sources.data_dir is not None:
+        streams += word_streams(sources.data_dir, sources.words_hours, sources.seed)
+    if sources.noise_manifest is not None:
+        streams += noise_streams(sources.noise_manifest, sources.noise_hours, sources.seed)
+    if not streams:
+        raise ValueError("cohort: no source given (--speechocean, --data-dir and/or --noise-manifest)")
+    started = time.monotonic()
+    parts, starts, seconds = [], [], defaultdict(float)
+    total = 0
+    for stream in tqdm(streams, desc="cohort streams", unit="stream"):
+        embedded = _embed_stream(encoder, settings, stream.audio)
+        if embedded.shape[0] == 0:
+            continue
+        starts.append(total)
+        parts.append(embedded)
+        total += embedded.shape[0]
+        seconds[stream.source] += stream.audio.shape[0] / RATE
+    meta = {
+        "command": command,
+        "frontend_fingerprint": encoder.frontend_fingerprint,
+        "detector": {"hop_ms": settings.hop_ms, "gate": settings.gate, "gate_dbfs": settings.gate_dbfs},
+        "sources": [{"source": name, "seconds": round(value, 1)} for name, value in seconds.items()],
+        "streams": len(parts),
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
+    log.info("cohort: %d windows from %d streams in %.0f s", total, len(parts), meta["build_seconds"])
+    return Cohort.from_float(np.concatenate(parts), starts, settings.hop_ms, encoder.sha256, meta)
+
+
+def publish_cohort(model_path: Path, shipped: Path = SHIPPED_COHORT) -> Path | None:
+    """Put the shipped cohort beside a published model when it was made with that very model."""
+    target = cohort_path_for(model_path)
+    if not shipped.is_file():
+        return None
+    sha = file_sha256(model_path)
+    try:
+        cohort = Cohort.load(shipped, sha)
+    except CohortError as error:
+        log.warning(
+            "%s; no cohort published beside %s (false-alarm budgets need one: `kws-convert cohort`)",
+            error,
+            model_path,
+        )
+        return None
+    cohort.save(target)
+    return target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kws-convert cohort",
+        description="Build the impostor cohort of a converted model (see edge/budget.py and docs/edge.md).",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=REPO_ROOT / "build" / "udkws_int8.tflite",
+        help="the int8 model (default build/udkws_int8.tflite)",
+    )
+    parser.add_argument("--out", type=Path, help="cohort file (default <model>.cohort.npz beside the model)")
+    parser.add_argument(
+        "--speechocean", type=Path, help="speechocean762 checkout: its train speakers' speech"
+    )
+    parser.add_argument("--speechocean-hours", type=float, default=CohortSources.speechocean_hours)
+    parser.add_argument("--data-dir", type=Path, help="speech data folder: training-corpus words")
+    parser.add_argument("--words-hours", type=float, default=CohortSources.words_hours)
+    parser.add_argument("--noise-manifest", type=Path, help="noise/music manifest: its train rows")
+    parser.add_argument("--noise-hours", type=float, default=CohortSources.noise_hours)
+    parser.add_argument("--config", type=Path, help="edge config for the detector settings (default shipped)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cohort_main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    from edge.config import load_config
+    from edge.model import load_model
+
+    settings = load_config(args.config or REPO_ROOT / "edge" / "default_config.toml").detector
+    sources = CohortSources(
+        args.speechocean,
+        args.speechocean_hours,
+        args.data_dir,
+        args.words_hours,
+        args.noise_manifest,
+        args.noise_hours,
+        args.seed,
+    )
+    encoder = load_model(args.model)
+    cohort = build_cohort(encoder, settings, sources, "kws-convert cohort " + " ".join(argv))
+    beside = cohort_path_for(args.model)
+    target = args.out or beside
+    cohort.save(target)
+    if target.resolve() != beside.resolve():
+        cohort.save(beside)  # the model's own copy, which the daemon reads
+    print(
+        f"{target}: {cohort.embeddings.shape[0]} windows, {cohort.hours:.2f} h, model {cohort.model_sha256[:12]}"
+    )
+    return 0

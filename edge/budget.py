@@ -1,0 +1,399 @@
+"""A false-alarm budget instead of a cosine: per-keyword thresholds from an impostor cohort.
+
+The cohort is hours of ordinary audio (read speech by many speakers, music, household noise) that contains no
+keyword, seen by the model exactly as the daemon sees a stream: one window embedding every `hop_ms`. It ships
+beside the model (`<model>.cohort.npz`, built by `kws-convert cohort`) and carries the model's sha256, so a
+cohort is never applied to embeddings of another model.
+
+For a keyword template the cohort gives a score per window. The detector fires when `trigger_level` of the last
+`trigger_window` windows reach the threshold, then keeps quiet for the refractory period; the same rule on the
+cohort's scores gives the false alarms the keyword would raise per hour of such audio, at every threshold at
+once: each window's "trigger score" (the level-th largest score of its trigger window, capped by its own) is
+what the threshold must not exceed for that window to fire, and keeping only the highest trigger score within
+each refractory period leaves one peak per false alarm. A budget (false alarms per hour) then picks the lowest
+threshold whose rate of peaks stays within it. Below the cohort's resolution (fewer than a few peaks in its
+hours) the rate is extrapolated from the top peaks with an exponential tail, the usual shape of the maximum of
+many near-Gaussian scores.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.fileio import atomic_write_bytes
+
+__all__ = [
+    "COHORT_FORMAT",
+    "Cohort",
+    "CohortError",
+    "KeywordBudget",
+    "TailModel",
+    "budget_for_template",
+    "cohort_path_for",
+    "hard_negatives",
+    "trigger_peaks",
+    "trigger_scores",
+]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+
+COHORT_FORMAT = "udkws-cohort/1"
+_INT8_SCALE = 127.0  # unit vectors are stored as round(127 * x): cosine error ~0.002, a quarter of the size
+# Peaks used to fit the exponential tail: enough for a stable slope, few enough to stay in the tail.
+_TAIL_PEAKS = 40
+# The empirical rate is trusted down to this many peaks above the threshold; below it the tail model takes over.
+_MIN_EMPIRICAL_PEAKS = 5
+# No budget sets a threshold above this: a cosine this close to 1 misses nearly every real utterance.
+MAX_THRESHOLD = 0.95
+# Nor below this: audio unlike anything in the cohort (a new noise, a television) must not fire at so low a cosine.
+MIN_THRESHOLD = 0.3
+
+
+class CohortError(ValueError):
+    """The cohort file is missing, unreadable, malformed or made with another model."""
+
+
+def cohort_path_for(model_path: str | Path) -> Path:
+    """`build/udkws_int8.tflite` -> `build/udkws_int8.cohort.npz`."""
+    path = Path(model_path)
+    return path.with_name(path.stem + ".cohort.npz")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Unit window embeddings [N, D] of contiguous streams; `segment_starts` marks where each stream begins."""
+
+    embeddings: npt.NDArray[np.int8]
+    segment_starts: npt.NDArray[np.int64]
+    hop_ms: int
+    model_sha256: str
+    meta: dict[str, Any]
+
+    @property
+    def hours(self) -> float:
+        return float(self.embeddings.shape[0] * self.hop_ms / 3.6e6)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @classmethod
+    def from_float(
+        cls,
+        unit_embeddings: npt.ArrayLike,
+        segment_starts: npt.ArrayLike,
+        hop_ms: int,
+        model_sha256: str,
+        meta: dict[str, Any] | None = None,
+    ) -> Cohort:
+        values = np.asarray(unit_embeddings, dtype=np.float32)
+        if values.ndim != 2 or values.shape[0] == 0:
+            raise CohortError(f"cohort: expected embeddings [N, D] with N >= 1, got shape {values.shape}")
+        quantized = np.clip(np.rint(values * _INT8_SCALE), -127, 127).astype(np.int8)
+        return cls(
+            quantized,
+            _check_segments(segment_starts, values.shape[0], "cohort"),
+            hop_ms,
+            model_sha256,
+            dict(meta or {}),
+        )
+
+    def scores(self, template: npt.ArrayLike, block: int = 8192) -> FloatArray:
+        """Cosine of every cohort window with a unit template, in blocks (memory stays ~block x D floats)."""
+        unit = np.asarray(template, dtype=np.float32).reshape(-1)
+        if unit.shape[0] != self.dim:
+            raise CohortError(f"cohort: template has {unit.shape[0]} dimensions, the cohort {self.dim}")
+        out = np.empty(self.embeddings.shape[0], dtype=np.float32)
+        for start in range(0, out.shape[0], block):
+            rows = self.embeddings[start : start + block].astype(np.float32)
+            out[start : start + block] = rows @ unit / _INT8_SCALE
+        return out
+
+    def rows(self, indices: npt.ArrayLike) -> FloatArray:
+        """The unit embeddings of the given windows, as float32 [len(indices), D]."""
+        chosen = self.embeddings[np.asarray(indices, dtype=np.int64)].astype(np.float32) / _INT8_SCALE
+        norms = np.maximum(np.linalg.norm(chosen, axis=1, keepdims=True), 1e-6)
+        units: FloatArray = (chosen / norms).astype(np.float32)
+        return units
+
+    def halves(self) -> tuple[Cohort, Cohort]:
+        """Even-numbered streams and odd-numbered ones: hard negatives are taken from the first half and
+        thresholds calibrated on the second, so that a negative never vetoes the very window it came from."""
+        bounds = [*self.segment_starts.tolist(), self.embeddings.shape[0]]
+        parts: list[Cohort] = []
+        for parity in (0, 1):
+            spans = [(a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds)) if i % 2 == parity]
+            if not spans:
+                spans = list(itertools.pairwise(bounds))  # one stream only: both halves are all of it
+            lengths = [b - a for a, b in spans]
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            embeddings = np.concatenate([self.embeddings[a:b] for a, b in spans])
+            parts.append(Cohort(embeddings, starts, self.hop_ms, self.model_sha256, self.meta))
+        return parts[0], parts[1]
+
+    def save(self, path: str | Path) -> None:
+        meta = {
+            **self.meta,
+            "format": COHORT_FORMAT,
+            "hop_ms": self.hop_ms,
+            "model_sha256": self.model_sha256,
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            embeddings=self.embeddings,
+            segment_starts=self.segment_starts,
+            meta=np.array(json.dumps(meta, sort_keys=True)),
+        )
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path, model_sha256: str | None = None) -> Cohort:
+        """Read and check a cohort file; with `model_sha256`, refuse a cohort made with another model."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                embeddings = np.asarray(data["embeddings"])
+                segments = np.asarray(data["segment_starts"])
+                meta = json.loads(str(data["meta"]))
+        except FileNotFoundError as error:
+            raise CohortError(f"{path}: no such cohort file") from error
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+            raise CohortError(f"{path}: unreadable cohort file ({error})") from error
+        if not isinstance(meta, dict) or meta.get("format") != COHORT_FORMAT:
+            raise CohortError(
+                f"{path}: format {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                f"expected {COHORT_FORMAT!r}"
+            )
+        if embeddings.dtype != np.int8 or embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise CohortError(
+                f"{path}: embeddings must be int8 [N, D], got {embeddings.dtype} {embeddings.shape}"
+            )
+        hop_ms = meta.get("hop_ms")
+        if not isinstance(hop_ms, int) or not 10 <= hop_ms <= 1000:
+            raise CohortError(f"{path}: hop_ms must be an integer 10-1000, got {hop_ms!r}")
+        sha = meta.get("model_sha256")
+        if not isinstance(sha, str) or not sha:
+            raise CohortError(f"{path}: model_sha256 missing")
+        if model_sha256 is not None and sha != model_sha256:
+            raise CohortError(
+                f"{path}: made with model {sha[:12]}..., the running model is {model_sha256[:12]}...; "
+                "rebuild it with `kws-convert cohort`"
+            )
+        return cls(embeddings, _check_segments(segments, embeddings.shape[0], str(path)), hop_ms, sha, meta)
+
+
+def _check_segments(starts: npt.ArrayLike, count: int, where: str) -> npt.NDArray[np.int64]:
+    array = np.asarray(starts)
+    if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+        raise CohortError(f"{where}: segment_starts must be a non-empty 1-D integer array")
+    array = array.astype(np.int64)
+    if array[0] != 0 or np.any(np.diff(array) <= 0) or array[-1] >= count:
+        raise CohortError(f"{where}: segment_starts must start at 0 and increase within [0, {count})")
+    return array
+
+
+def trigger_scores(
+    scores: FloatArray, segment_starts: npt.NDArray[np.int64], level: int, window: int
+) -> FloatArray:
+    """Per window, the highest threshold at which it fires: its own score capped by the `level`-th largest of
+    the last `window` windows (its own included, never reaching back into another stream)."""
+    trigger = np.empty_like(scores)
+    bounds = [*segment_starts.tolist(), scores.shape[0]]
+    for start, end in itertools.pairwise(bounds):
+        part = scores[start:end]
+        lagged = np.full((window, part.shape[0]), -np.inf, dtype=np.float32)
+        for lag in range(window):
+            lagged[lag, lag:] = part[: part.shape[0] - lag]
+        trigger[start:end] = np.minimum(part, np.sort(lagged, axis=0)[window - level])
+    return trigger
+
+
+def trigger_peaks(
+    trigger: FloatArray,
+    segment_starts: npt.NDArray[np.int64],
+    refractory: int,
+    at_least: int = 0,
+    down_to: float = -np.inf,
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """The trigger score and window of each false alarm the detector would raise, highest first.
+
+    Within `refractory` windows of a kept peak, lower ones are the same alarm. Stops once `at_least` peaks are
+    found and the next is below `down_to` (the tail is all a budget needs; the whole list costs more).
+    """
+    bounds = np.asarray([*segment_starts.tolist(), trigger.shape[0]])
+    segment_of = np.searchsorted(bounds[1:], np.arange(trigger.shape[0]), side="right")
+    taken = np.zeros(trigger.shape[0], dtype=bool)
+    values: list[float] = []
+    windows: list[int] = []
+    for index in np.argsort(-trigger, kind="stable"):
+        value = float(trigger[index])
+        if not math.isfinite(value) or (len(values) >= at_least and value < down_to):
+            break
+        if taken[index]:
+            continue
+        values.append(value)
+        windows.append(int(index))
+        segment = segment_of[index]
+        taken[max(bounds[segment], index - refractory) : min(bounds[segment + 1], index + refractory + 1)] = (
+            True
+        )
+    return np.asarray(values, dtype=np.float32), np.asarray(windows, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class TailModel:
+    """False alarms per hour as a function of the threshold, from a template's cohort peaks.
+
+    `peaks` may be the top of the list only: rates are exact down to its last value."""
+
+    peaks: FloatArray  # descending
+    hours: float
+
+    def rate(self, threshold: float) -> float:
+        """Expected false alarms per hour at `threshold`: the peaks counted where there are enough of them,
+        the exponential tail where there are few (never below what two or more observed peaks say)."""
+        above = int(np.count_nonzero(self.peaks >= threshold))
+        if above >= _MIN_EMPIRICAL_PEAKS or self.peaks.shape[0] < 2:
+            return above / self.hours
+        (t0, r0), slope = self._anchor()
+        fitted = min(r0, r0 * math.exp(-(threshold - t0) / slope))
+        return float(max(fitted, above / self.hours) if above >= 2 else fitted)
+
+    def threshold(self, per_hour: float) -> float:
+        """The lowest threshold whose expected false alarms per hour (`rate`) stay within `per_hour`."""
+        allowed = per_hour * self.hours
+        if allowed >= _MIN_EMPIRICAL_PEAKS and self.peaks.shape[0] > int(allowed):
+            # Just above the first peak that would exceed the budget.
+            return float(np.nextafter(self.peaks[int(allowed)], np.float32(np.inf)))
+        if self.peaks.shape[0] < 2:
+            return float(self.peaks[0]) + 0.05 if self.peaks.shape[0] else -1.0
+        (t0, r0), slope = self._anchor()
+        fitted = t0 + slope * math.log(r0 / per_hour) if per_hour < r0 else t0
+        # No more observed peaks above it than the budget allows, one always being allowed (a single
+        # exceedance in a short cohort says little; two or more are taken at their word).
+        kept = max(1, int(allowed))
+        observed = (
+            float(np.nextafter(self.peaks[kept], np.float32(np.inf))) if self.peaks.shape[0] > kept else -1.0
+        )
+        return float(max(fitted, observed))
+
+    def _anchor(self) -> tuple[tuple[float, float], float]:
+        top = self.peaks[: min(_TAIL_PEAKS, self.peaks.shape[0])]
+        t0 = float(top[-1])
+        # Maximum-likelihood scale of exponential excesses over t0 (the k-1 peaks above the k-th).
+        slope = max(float(np.mean(top[:-1] - t0)), 1e-3)
+        return (t0, top.shape[0] / self.hours), slope
+
+
+@dataclass(frozen=True)
+class KeywordBudget:
+    """What the budget made of one keyword, and what enrollment tells the user about it."""
+
+    threshold: float
+    expected_per_hour: float
+    budget_per_hour: float
+    take_scores: tuple[float, ...]  # each take against the mean of the others (leave one out)
+    per_hour_at_takes: float  # false alarms per hour at a threshold every take still reaches
+    warning: str | None
+
+    def as_event(self) -> dict[str, Any]:
+        return {
+            "threshold": round(self.threshold, 4),
+            "expected_false_alarms_per_hour": round(self.expected_per_hour, 3),
+            "false_alarm_budget_per_hour": self.budget_per_hour,
+            "take_scores": [round(s, 3) for s in self.take_scores],
+            "warning": self.warning,
+        }
+
+
+def _leave_one_out(take_units: FloatArray) -> tuple[float, ...]:
+    if take_units.ndim != 2 or take_units.shape[0] < 2:
+        return ()
+    scores = []
+    for i in range(take_units.shape[0]):
+        others = np.delete(take_units, i, axis=0).mean(axis=0)
+        scores.append(float(take_units[i] @ others / max(float(np.linalg.norm(others)), 1e-12)))
+    return tuple(scores)
+
+
+def hard_negatives(
+    template: npt.ArrayLike, pool: Cohort, count: int, level: int, window: int, refractory: int
+) -> FloatArray:
+    """The windows of the `count` cohort events most like `template`, one per event (its peak window).
+
+    Used as the keyword's negatives: a window that resembles one of them more than the keyword does is not a
+    hit. They are ordinary audio (look-alike words inside read speech, music), never the user's keyword.
+    """
+    trigger = trigger_scores(pool.scores(template), pool.segment_starts, level, window)
+    _, windows = trigger_peaks(trigger, pool.segment_starts, refractory, at_least=count, down_to=np.inf)
+    return pool.rows(windows[:count])
+
+
+def _vetoed(scores: FloatArray, calibration: Cohort, negatives: FloatArray, lowest: float) -> FloatArray:
+    """`scores` with -inf where a negative resembles the window more than the keyword (the detector's rule).
+
+    Only windows scoring `lowest` or more are checked: no lower one can fire."""
+    if negatives.shape[0] == 0:
+        return scores
+    out = scores.copy()
+    candidates = np.flatnonzero(scores >= lowest)
+    for start in range(0, candidates.shape[0], 4096):
+        chosen = candidates[start : start + 4096]
+        closest = np.max(calibration.rows(chosen) @ negatives.T, axis=1)
+        out[chosen[closest > scores[chosen]]] = -np.inf
+    return out
+
+
+def budget_for_template(
+    template: npt.ArrayLike,
+    calibration: Cohort,
+    per_hour: float,
+    level: int,
+    window: int,
+    refractory: int,
+    take_units: npt.ArrayLike | None = None,
+    negatives: npt.ArrayLike | None = None,
+) -> KeywordBudget:
+    """The threshold that keeps `template` within `per_hour` false alarms on the calibration cohort.
+
+    The cohort's windows are the detector's windows (same hop); `refractory` is in windows. `negatives` veto
+    hits as they will in the detector. The threshold stays within [MIN_THRESHOLD, MAX_THRESHOLD].
+    """
+    scores = calibration.scores(template)
+    if negatives is not None:
+        scores = _vetoed(scores, calibration, np.asarray(negatives, dtype=np.float32), MIN_THRESHOLD)
+    trigger = trigger_scores(scores, calibration.segment_starts, level, window)
+    needed = max(_TAIL_PEAKS, math.ceil(per_hour * calibration.hours) + _MIN_EMPIRICAL_PEAKS + 1)
+    peaks, _ = trigger_peaks(trigger, calibration.segment_starts, refractory, at_least=needed)
+    tail = TailModel(peaks, calibration.hours)
+    threshold = min(max(tail.threshold(per_hour), MIN_THRESHOLD), MAX_THRESHOLD)
+    take_scores = _leave_one_out(np.asarray(take_units if take_units is not None else [], dtype=np.float32))
+    reachable = min(take_scores) - 0.02 if take_scores else threshold
+    if reachable < threshold:  # the warning quotes the rate down there: more of the peak list is needed
+        peaks, _ = trigger_peaks(trigger, calibration.segment_starts, refractory, needed, down_to=reachable)
+        tail = TailModel(peaks, calibration.hours)
+    at_takes = tail.rate(min(reachable, threshold))
+    warning = None
+    # Warn when keeping the user's own takes would cost clearly more than the budget (twice it), not at every
+    # hair's breadth: takes scored against their own mean are a rough guide to how the user will sound.
+    if take_scores and at_takes > 2 * per_hour:
+        warning = (
+            f"this keyword sits close to ordinary speech: to keep false alarms within {per_hour:g} an hour its "
+            f"threshold is {threshold:.2f}, above what your own takes reach ({min(take_scores):.2f}), so it will "
+            f"often be missed; at a threshold your takes pass, expect about {at_takes:.1f} false alarms an hour. "
+            "A longer word or a two-word phrase works better"
+        )
+    return KeywordBudget(threshold, tail.rate(threshold), per_hour, take_scores, at_takes, warning)
