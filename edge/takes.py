@@ -51,6 +51,14 @@ class VadConfig:
     pre_pad_samples: int = 2400  # 150 ms kept before the onset
     post_pad_samples: int = 1600  # 100 ms kept after the last speech frame
     noise_rise: float = 0.05  # the floor rises slowly (and drops at once)
+    # Frames quieter than this are digital silence (a microphone's first moments, a muted input): they say
+    # nothing about the room, and a floor learnt from them would take the room's own sound for speech.
+    silence_dbfs: float = -90.0
+    # When an utterance ends, its edges are trimmed against this percentile of the recording's frame levels
+    # (the floor seen over the whole take, which a slowly rising noise cannot drag along) plus `trim_margin_db`:
+    # lower than `margin_db`, as the word's quiet edges (a final "s") sit close to a steady room's floor.
+    floor_percentile: float = 20.0
+    trim_margin_db: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class VoiceActivityCutter:
         self._run = 0  # consecutive frames above (before onset) or below (after) threshold
         self._speech_start: int | None = None
         self._last_speech_end = 0
+        self._levels: list[float] = []  # every frame's level so far (dBFS)
         self.segment: Segment | None = None
 
     @property
@@ -148,10 +157,15 @@ class VoiceActivityCutter:
 
     def _step(self, level_db: float, frame_end: int) -> None:
         cfg = self.config
+        self._levels.append(level_db)
         if self._noise_db is None:
+            if level_db < cfg.silence_dbfs:
+                return
             self._noise_db = level_db
-        threshold = max(cfg.floor_dbfs, self._noise_db + cfg.margin_db)
-        loud = level_db >= threshold
+        # Hysteresis: an utterance starts `margin_db` above the floor and goes on while `trim_margin_db` above
+        # it, so the quiet end of a word in a noisy room (20 dB under its peak) is not cut off.
+        margin = cfg.margin_db if self._speech_start is None else cfg.trim_margin_db
+        loud = level_db >= max(cfg.floor_dbfs, self._noise_db + margin)
         if self._speech_start is None:
             if not loud:
                 self._noise_db = min(level_db, self._noise_db + cfg.noise_rise * (level_db - self._noise_db))
@@ -169,8 +183,8 @@ class VoiceActivityCutter:
 
     def _finish(self, too_long: bool) -> None:
         assert self._speech_start is not None
-        speech_start, speech_end = self._speech_start, self._last_speech_end
-        too_long = too_long or speech_end - speech_start > self.max_speech_samples
+        speech_start, speech_end = self._tightened(self._speech_start, self._last_speech_end)
+        too_long = speech_end - speech_start > self.max_speech_samples
         self.segment = Segment(
             start=max(0, speech_start - self.config.pre_pad_samples),
             end=min(self._samples, speech_end + self.config.post_pad_samples),
@@ -178,6 +192,30 @@ class VoiceActivityCutter:
             speech_end=speech_end,
             too_long=too_long,
         )
+
+
+    def _tightened(self, start: int, end: int) -> tuple[int, int]:
+        """[start, end) without the frames at its edges that the whole recording's floor calls room tone.
+
+        The running floor only learns from the quiet before an onset; a room that got louder (or a floor learnt
+        from a quiet first moment) makes room tone look like speech until the hangover. The recording's own
+        percentile floor does not drift that way: the first and last runs of `onset_frames` frames above it
+        bound the utterance. Never widens the cut, and keeps it when nothing stands out.
+        """
+        cfg = self.config
+        size = cfg.frame_samples
+        levels = np.asarray(self._levels)
+        audible = levels[levels >= cfg.silence_dbfs]
+        if audible.size == 0:
+            return start, end
+        threshold = max(cfg.floor_dbfs, float(np.percentile(audible, cfg.floor_percentile)) + cfg.trim_margin_db)
+        first, last = start // size, -(-end // size)
+        loud = levels[first:last] >= threshold
+        runs = np.convolve(loud.astype(np.int64), np.ones(cfg.onset_frames, dtype=np.int64), mode="valid")
+        full = np.flatnonzero(runs >= cfg.onset_frames)
+        if full.size == 0:
+            return start, end
+        return (first + full[0]) * size, min(end, (first + full[-1] + cfg.onset_frames) * size)
 
 
 def check_signal(

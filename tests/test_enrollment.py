@@ -462,3 +462,28 @@ def test_config_rejects_nonsense() -> None:
         EnrollmentConfig(takes=0)
     with pytest.raises(ValueError, match="listen_seconds"):
         EnrollmentConfig(listen_seconds=0)
+
+
+@pytest.mark.parametrize("noise", ["running_tap", "exercise_bike", "pink_noise"])
+def test_cutter_finds_the_word_in_a_real_room_after_a_silent_start(
+    kws_data_dir: Path, clips: dict[str, np.ndarray], noise: str
+) -> None:
+    """A microphone that starts with digital silence, then a steady room (a tap, an exercise bike, a fan) 20 dB
+    under the word, and the button's click: the cut is the word, not the room tone after the silence."""
+    room = load_audio(kws_data_dir / "gsc_noise" / f"{noise}.flac")[RATE * 5 : RATE * 9]
+    word = clips["forward1"]
+    speech_db = float(np.max(_frame_db(word)))
+    room = room / np.sqrt(np.mean(room**2)) * 10 ** ((speech_db - 20) / 20)
+    recording = room.astype(np.float32).copy()
+    recording[: int(0.3 * RATE)] = 0.0  # the ADC's first moments
+    recording[int(0.35 * RATE) : int(0.36 * RATE)] += 0.5 * np.hanning(160).astype(np.float32)  # the click
+    at = int(1.5 * RATE)
+    recording[at : at + word.shape[0]] += word
+    cutter = VoiceActivityCutter(24000, recording.shape[0] + RATE)
+    segment = cutter.push(np.concatenate([recording, np.zeros(RATE // 2, np.float32)]))
+    assert segment is not None and not segment.too_long
+    loud = np.flatnonzero(_frame_db(word) > speech_db - 25)
+    first_loud, last_loud = at + loud[0] * 320, at + (loud[-1] + 1) * 320
+    assert segment.start <= first_loud and segment.end >= last_loud  # the padded cut holds the whole word
+    assert segment.speech_samples < 1.3 * RATE, segment  # the word, not the room around it
+    assert first_loud - segment.start < 0.4 * RATE  # and not the room before it
