@@ -58,6 +58,7 @@ class CohortSources:
     noise_manifest: Path | None = None  # a noise-set manifest.csv (path,...,split), `train` rows only
     noise_hours: float = 0.25
     seed: int = 0
+    noise_kinds: tuple[str, ...] = ("noise",)
 
 
 @dataclass(frozen=True)
@@ -151,17 +152,21 @@ def word_streams(
         )
 
 
-def noise_streams(manifest: Path, hours: float, seed: int, per_file_s: float = 90.0) -> Iterator[Stream]:
-    """Up to `per_file_s` of each music/noise file of a sound-set manifest (`kind` music or noise, `split`
-    train only: the eval parts are reserved for measuring), a stream each, files in a seeded order."""
+def noise_streams(
+    manifest: Path, hours: float, seed: int, kinds: Sequence[str] = ("noise",), per_file_s: float = 90.0
+) -> Iterator[Stream]:
+    """Up to `per_file_s` of each file of the given `kinds` in a sound-set manifest (`split` train only: the
+    eval parts are reserved for measuring), a stream each, files in a seeded order.
+
+    Noise only by default: the training music packages are GPL, and the cohort ships with the model."""
     with open(manifest, newline="") as handle:
         rows = [
             row
             for row in csv.DictReader(handle)
-            if row.get("split") == "train" and row.get("kind", "noise") in ("music", "noise")
+            if row.get("split") == "train" and row.get("kind", "noise") in kinds
         ]
     if not rows:
-        raise ValueError(f"{manifest}: no music or noise row with split = train")
+        raise ValueError(f"{manifest}: no row of kind {'/'.join(kinds)} with split = train")
     rng = random.Random(seed + 2)
     rng.shuffle(rows)
     budget = hours * 3600 * RATE
@@ -200,7 +205,9 @@ def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSour
     if sources.data_dir is not None:
         streams += word_streams(sources.data_dir, sources.words_hours, sources.seed)
     if sources.noise_manifest is not None:
-        streams += noise_streams(sources.noise_manifest, sources.noise_hours, sources.seed)
+        streams += noise_streams(
+            sources.noise_manifest, sources.noise_hours, sources.seed, sources.noise_kinds
+        )
     if not streams:
         raise ValueError("cohort: no source given (--speechocean, --data-dir and/or --noise-manifest)")
     started = time.monotonic()
@@ -265,6 +272,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--words-hours", type=float, default=CohortSources.words_hours)
     parser.add_argument("--noise-manifest", type=Path, help="noise/music manifest: its train rows")
     parser.add_argument("--noise-hours", type=float, default=CohortSources.noise_hours)
+    parser.add_argument(
+        "--noise-kinds", default="noise", help="kinds of the manifest to use, comma-separated (default noise)"
+    )
     parser.add_argument("--config", type=Path, help="edge config for the detector settings (default shipped)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -284,6 +294,7 @@ def cohort_main(argv: Sequence[str]) -> int:
         args.noise_manifest,
         args.noise_hours,
         args.seed,
+        tuple(args.noise_kinds.split(",")),
     )
     encoder = load_model(args.model)
     cohort = build_cohort(encoder, settings, sources, "kws-convert cohort " + " ".join(argv))

@@ -174,9 +174,10 @@ def describe_keywords(
 def _threshold_text(resolved: Resolved) -> str:
     threshold = f"{resolved.template.threshold:.3f}"
     if resolved.budget is not None:
+        budget = resolved.budget
         return (
-            f"{threshold} (false-alarm budget {resolved.budget.budget_per_hour:g}/h: expect about "
-            f"{resolved.budget.expected_per_hour:.2f}/h)"
+            f"{threshold}, set for at most {budget.budget_per_hour:g} false alarms an hour (the cohort's "
+            f"estimate at this threshold: {budget.expected_per_hour:.2f}/h)"
         )
     return f"{threshold} ({'set at enrollment' if resolved.threshold_source == 'keyword' else 'detector.threshold'})"
 

@@ -79,17 +79,28 @@ class KeywordMatcher:
             [default_threshold if t.threshold is None else t.threshold for t in self.templates],
             dtype=np.float32,
         )
-        self._negatives = [t.negatives for t in self.templates]
+        # Every keyword's negatives in one matrix (one product per window, not one per keyword): a keyword may
+        # hold a hundred look-alikes from the cohort (edge.resolver) besides those its user rejected.
+        counts = [t.negatives.shape[0] for t in self.templates]
+        self._negatives = (
+            np.concatenate([t.negatives for t in self.templates]).astype(np.float32)
+            if sum(counts)
+            else np.zeros((0, dim), dtype=np.float32)
+        )
+        self._has_negatives = np.array([c > 0 for c in counts], dtype=bool)
+        self._negative_starts = (
+            np.cumsum([0, *counts[:-1]])[self._has_negatives] if counts else np.zeros(0, int)
+        )
 
     def __len__(self) -> int:
         return len(self.templates)
 
     def score(self, embedding: FloatArray) -> KeywordScores:
         scores = (self._matrix @ embedding).astype(np.float32)
-        negative = np.array(
-            [float(np.max(n @ embedding)) if n.shape[0] else -np.inf for n in self._negatives],
-            dtype=np.float32,
-        )
+        negative = np.full(len(self.templates), -np.inf, dtype=np.float32)
+        if self._negatives.shape[0]:
+            closeness = self._negatives @ embedding
+            negative[self._has_negatives] = np.maximum.reduceat(closeness, self._negative_starts)
         hits = (scores >= self.thresholds) & ~(negative > scores)
         return KeywordScores(scores, negative, hits)
 

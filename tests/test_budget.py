@@ -192,3 +192,19 @@ def test_template_keeps_takes_and_pools_variants() -> None:
     assert np.allclose(template.take_embeddings, takes, atol=1e-6)
     again = Template.from_json(json.loads(json.dumps(template.to_json())), "lamp.json")
     assert np.allclose(again.take_embeddings, takes, atol=1e-6)
+
+
+def test_the_shipped_cohort_belongs_to_the_shipped_model() -> None:
+    """`make convert` publishes the committed cohort beside the int8 model it was made with."""
+    repo = Path(__file__).resolve().parents[1]
+    model = repo / "build" / "udkws_int8.tflite"
+    shipped = repo / "training" / "shipped" / "udkws_int8.cohort.npz"
+    if not model.is_file():
+        pytest.skip("build/udkws_int8.tflite is not built (make test builds it first)")
+    from edge.model import file_sha256
+
+    cohort = Cohort.load(shipped, file_sha256(model))
+    assert cohort.hours > 2.0 and cohort.hop_ms == DetectorConfig().hop_ms
+    assert all("test" not in source["source"] for source in cohort.meta["sources"])
+    published = Cohort.load(cohort_path_for(model), file_sha256(model))
+    assert np.array_equal(published.embeddings, cohort.embeddings)

@@ -223,3 +223,27 @@ def test_measure_scores_uses_held_out_training_speakers_only(
     # Without a list: the manifest's fsdd test part only (never the train row, never gsc_v2_test).
     default = measure_scores(encoder, tmp_path, enroll_takes=2, noise_windows=0)
     assert set(default.target_corpus.tolist()) == {"fsdd"} and default.target.shape == (12,)
+
+
+def test_matcher_vetoes_with_each_keywords_own_negatives() -> None:
+    """All negatives are scored in one product; each keyword is still vetoed by its own negatives only."""
+    rng = np.random.default_rng(11)
+
+    def units(count: int) -> np.ndarray:
+        x = rng.normal(size=(count, 8)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    counts = [0, 3, 0, 1, 5]
+    templates = [
+        Template(
+            f"k{i}", units(1)[0], "a" * 64, "f", threshold=-1.0, negatives=units(n) if n else np.zeros((0, 8))
+        )
+        for i, n in enumerate(counts)
+    ]
+    matcher = KeywordMatcher(templates, 0.5)
+    for embedding in units(50):
+        result = matcher.score(embedding)
+        for k, template in enumerate(templates):
+            expected = float(np.max(template.negatives @ embedding)) if counts[k] else -np.inf
+            assert result.negative_scores[k] == pytest.approx(expected, abs=1e-6)
+            assert result.hits[k] == (not expected > result.scores[k])

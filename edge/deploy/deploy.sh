@@ -45,6 +45,10 @@ run mkdir -p "$STAGE"
 run "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$STAGE" "$REPO"
 run cp "$MODEL" "$STAGE/udkws_int8.tflite"
 run cp "$SIDECAR" "$STAGE/udkws_int8.json"
+# The impostor cohort of this model (false-alarm budgets); without it every keyword uses detector.threshold.
+COHORT="${MODEL%.tflite}.cohort.npz"
+if [ -f "$COHORT" ]; then run cp "$COHORT" "$STAGE/udkws_int8.cohort.npz"; else
+    echo "deploy: no cohort beside $MODEL: keywords will use detector.threshold (see \`make cohort\`)" >&2; fi
 run cp "$REPO/edge/systemd/udkws.service" "$STAGE/udkws.service"
 run cp "$REPO/edge/default_config.toml" "$STAGE/config.toml"
 run cp "$REPO/edge/deploy/install.sh" "$STAGE/install.sh"
@@ -60,6 +64,7 @@ else
 fi
 files+=("$STAGE/udkws_int8.tflite" "$STAGE/udkws_int8.json" "$STAGE/udkws.service" "$STAGE/config.toml"
     "$STAGE/install.sh")
+if [ -f "$COHORT" ]; then files+=("$STAGE/udkws_int8.cohort.npz"); fi
 run ssh "${SSH_ARGS[@]}" "$PI" "rm -rf '$REMOTE_DIR' && mkdir -p '$REMOTE_DIR'"
 run scp "${SSH_ARGS[@]}" "${files[@]}" "$PI:$REMOTE_DIR/"
 run ssh -t "${SSH_ARGS[@]}" "$PI" "sudo bash '$REMOTE_DIR/install.sh' --from '$REMOTE_DIR' ${EXTRA_INSTALL_ARGS[*]}"

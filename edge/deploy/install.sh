@@ -144,6 +144,14 @@ fi
 run install -d -m 0755 "$MODEL_DIR"
 run install -m 0644 "$MODEL" "$MODEL_DIR/udkws_int8.tflite"
 run install -m 0644 "$SIDECAR" "$MODEL_DIR/udkws_int8.json"
+# The model's impostor cohort (false-alarm budgets) when one came with it; a stale one of another model goes.
+COHORT="${MODEL%.tflite}.cohort.npz"
+if [ -f "$COHORT" ]; then
+    run install -m 0644 "$COHORT" "$MODEL_DIR/udkws_int8.cohort.npz"
+else
+    say "no cohort beside the model: every keyword uses detector.threshold"
+    run rm -f "$MODEL_DIR/udkws_int8.cohort.npz"
+fi
 
 # 5. The config. config.toml.default remembers the default installed last time: a config.toml equal to it was
 # never edited and is replaced; an edited one is kept, with the new default beside it as config.toml.new.
