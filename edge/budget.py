@@ -41,6 +41,7 @@ __all__ = [
     "budget_for_template",
     "cohort_path_for",
     "hard_negatives",
+    "phrase_scores",
     "trigger_peaks",
     "trigger_scores",
 ]
@@ -329,6 +330,24 @@ def _leave_one_out(take_units: FloatArray) -> tuple[float, ...]:
     return tuple(scores)
 
 
+def phrase_scores(cohort: Cohort, parts: FloatArray, back: list[int]) -> FloatArray:
+    """A phrase keyword's score at every cohort window, as the detector computes it: the lowest cosine of each
+    part with the window that ended `back` windows earlier (0 where that is before the stream's start)."""
+    lowest = np.full(cohort.embeddings.shape[0], np.inf, dtype=np.float32)
+    starts = np.zeros(cohort.embeddings.shape[0], dtype=np.int64)
+    bounds = [*cohort.segment_starts.tolist(), cohort.embeddings.shape[0]]
+    for start, end in itertools.pairwise(bounds):
+        starts[start:end] = start
+    index = np.arange(cohort.embeddings.shape[0])
+    for part, windows in zip(parts, back, strict=True):
+        scores = cohort.scores(part)
+        shifted = np.zeros_like(scores)
+        valid = index - windows >= starts
+        shifted[valid] = scores[index[valid] - windows]
+        lowest = np.minimum(lowest, shifted)
+    return lowest
+
+
 def hard_negatives(
     template: npt.ArrayLike, pool: Cohort, count: int, level: int, window: int, refractory: int
 ) -> FloatArray:
@@ -366,13 +385,16 @@ def budget_for_template(
     refractory: int,
     take_units: npt.ArrayLike | None = None,
     negatives: npt.ArrayLike | None = None,
+    scores: FloatArray | None = None,
 ) -> KeywordBudget:
     """The threshold that keeps `template` within `per_hour` false alarms on the calibration cohort.
 
     The cohort's windows are the detector's windows (same hop); `refractory` is in windows. `negatives` veto
-    hits as they will in the detector. The threshold stays within [MIN_THRESHOLD, MAX_THRESHOLD].
+    hits as they will in the detector. `scores` replaces the template's cosine with each window (a phrase's
+    score, `phrase_scores`). The threshold stays within [MIN_THRESHOLD, MAX_THRESHOLD].
     """
-    scores = calibration.scores(template)
+    if scores is None:
+        scores = calibration.scores(template)
     if negatives is not None:
         scores = _vetoed(scores, calibration, np.asarray(negatives, dtype=np.float32), MIN_THRESHOLD)
     trigger = trigger_scores(scores, calibration.segment_starts, level, window)

@@ -19,18 +19,21 @@ from edge.detector import Detection, Detector, WindowResult
 from edge.model import Encoder, load_model
 from edge.resolver import Resolved
 from edge.takes import (
+    PHRASE_MAX_SAMPLES,
     Segment,
     TakeChecks,
+    TakeWindows,
     VadConfig,
     VoiceActivityCutter,
     check_consistency,
     check_signal,
-    speed_perturbed,
-    take_window,
+    make_template,
+    take_windows,
 )
 from edge.templates import Template, TemplateStore
 
 __all__ = [
+    "cut_take",
     "describe_keywords",
     "embed_files",
     "enroll_from_audio",
@@ -52,28 +55,33 @@ def open_model(config: Config) -> Encoder:
     return load_model(config.model.path, num_threads=config.model.num_threads)
 
 
-def take_from_audio(
-    audio: FloatArray, window_samples: int, checks: TakeChecks | None, what: str
-) -> FloatArray:
-    """Cut the utterance out of a recording by voice activity and centre it in a model window.
+def cut_take(
+    audio: FloatArray, window_samples: int, checks: TakeChecks | None, what: str, hop_samples: int = 1600
+) -> TakeWindows:
+    """Cut the utterance (a word, or a phrase up to 2.5 s) out of a recording by voice activity: its windows.
 
     With `checks`, a bad take (too quiet, clipped, too short, too long) raises ValueError naming `what`.
     """
-    cutter = VoiceActivityCutter(window_samples, audio.shape[0] + SAMPLE_RATE, VadConfig())
-    tail = np.zeros(
-        SAMPLE_RATE // 2, dtype=np.float32
-    )  # closes an utterance that runs to the end of the file
-    segment = cutter.push(np.concatenate([audio, tail]))
+    cutter = VoiceActivityCutter(PHRASE_MAX_SAMPLES, audio.shape[0] + SAMPLE_RATE, VadConfig())
+    # Silence after the file closes an utterance that runs to its end.
+    segment = cutter.push(np.concatenate([audio, np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]))
     recording = cutter.recording
     if segment is None:
         # No onset found (speech from the first frame, or no quiet lead-in): take the whole file as the cut.
-        segment = Segment(0, audio.shape[0], 0, audio.shape[0], too_long=audio.shape[0] > window_samples)
+        segment = Segment(0, audio.shape[0], 0, audio.shape[0], too_long=audio.shape[0] > PHRASE_MAX_SAMPLES)
         recording = audio
     if checks is not None:
         problem = check_signal(recording, segment, checks)
         if problem is not None:
             raise ValueError(f"{what}: take refused ({problem})")
-    return take_window(recording, segment, window_samples)
+    return take_windows(recording, segment, window_samples, hop_samples)
+
+
+def take_from_audio(
+    audio: FloatArray, window_samples: int, checks: TakeChecks | None, what: str
+) -> FloatArray:
+    """The model window centred on the utterance of a recording (see `cut_take`)."""
+    return cut_take(audio, window_samples, checks, what).centred
 
 
 def enroll_from_audio(
@@ -90,10 +98,8 @@ def enroll_from_audio(
     if not takes:
         raise ValueError(f"enroll {name}: no takes given")
     checks = TakeChecks() if check else None
-    windows = np.stack(
-        [take_from_audio(audio, encoder.window_samples, checks, label) for label, audio in takes]
-    )
-    embeddings = encoder.embed_windows(windows)
+    cuts = [cut_take(audio, encoder.window_samples, checks, label) for label, audio in takes]
+    embeddings = encoder.embed_windows(np.stack([c.centred for c in cuts]))
     if checks is not None:
         outlier = check_consistency(embeddings, checks.consistency_threshold)
         if outlier is not None:
@@ -102,17 +108,7 @@ def enroll_from_audio(
                 f"{takes[index][0]}: take refused (inconsistent with the other takes: cosine {score:.2f} to "
                 "their mean); record it again, or pass --no-checks"
             )
-    variants = encoder.embed_windows(np.concatenate([speed_perturbed(w) for w in windows]))
-    template = Template.from_takes(
-        name,
-        embeddings,
-        encoder.sha256,
-        encoder.frontend_fingerprint,
-        variants=variants,
-        threshold=threshold,
-        pin=pin,
-        hook=hook,
-    )
+    template = make_template(name, cuts, embeddings, encoder, threshold=threshold, pin=pin, hook=hook)
     store.add(template)
     return template
 
@@ -126,7 +122,7 @@ def record_takes(count: int, name: str, config: Config, window_samples: int) -> 
     try:
         for take in range(1, count + 1):
             print(f"take {take}/{count}: say {name!r} now", flush=True)
-            cutter = VoiceActivityCutter(window_samples, 6 * 16000, VadConfig())
+            cutter = VoiceActivityCutter(PHRASE_MAX_SAMPLES, 6 * 16000, VadConfig())
             segment = None
             while segment is None and cutter.recording.shape[0] < 6 * 16000:
                 chunk = source.read()

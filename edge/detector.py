@@ -66,10 +66,21 @@ class KeywordScores:
 
 
 class KeywordMatcher:
-    """Cosine scoring of one embedding against every keyword, with per-keyword thresholds and negatives."""
+    """Cosine scoring of one embedding against every keyword, with per-keyword thresholds and negatives.
 
-    def __init__(self, templates: Sequence[Template], default_threshold: float) -> None:
+    A phrase keyword (longer than one window) scores the lowest cosine of its parts with the windows that ended
+    that long ago: the windows starting with the phrase, centred on it and ending with it, all in order.
+    """
+
+    def __init__(self, templates: Sequence[Template], default_threshold: float, hop_ms: int = 100) -> None:
         self.templates = list(templates)
+        # (keyword index, part templates [P, D], how many windows back each part's window ended)
+        self._phrases = [
+            (k, t.parts, [round(offset / hop_ms) for offset in t.part_offsets_ms])
+            for k, t in enumerate(self.templates)
+            if t.is_phrase
+        ]
+        self.history = 1 + max((max(back) for _, _, back in self._phrases), default=0)
         self.names = [t.name for t in self.templates]
         dim = self.templates[0].embedding.shape[0] if self.templates else 0
         self._matrix = (
@@ -95,8 +106,17 @@ class KeywordMatcher:
     def __len__(self) -> int:
         return len(self.templates)
 
-    def score(self, embedding: FloatArray) -> KeywordScores:
+    def score(self, embedding: FloatArray, recent: Sequence[FloatArray | None] = ()) -> KeywordScores:
+        """`recent`: the last windows' embeddings, oldest first, this one last (None where gated)."""
         scores = (self._matrix @ embedding).astype(np.float32)
+        for k, parts, back in self._phrases:
+            # Every part must match: the lowest of their cosines (a phrase that shares a word scores no higher
+            # than its differing part).
+            lowest = np.inf
+            for part, windows in zip(parts, back, strict=True):
+                past = embedding if windows == 0 else recent[-1 - windows] if windows < len(recent) else None
+                lowest = min(lowest, float(part @ past) if past is not None else 0.0)
+            scores[k] = lowest
         negative = np.full(len(self.templates), -np.inf, dtype=np.float32)
         if self._negatives.shape[0]:
             closeness = self._negatives @ embedding
@@ -177,10 +197,14 @@ class Detector:
         self._frames_start = 0
         self._history = np.zeros(0, dtype=np.float32)
         self._history_start = self.samples_seen
+        # The last windows' embeddings (None where gated): phrase keywords score windows that ended earlier.
+        self._recent: deque[FloatArray | None] = deque(maxlen=self.matcher.history)
 
     def _set_templates(self, templates: Sequence[Template]) -> None:
         old = getattr(self, "_smoothers", {})
-        self.matcher = KeywordMatcher(templates, self.settings.threshold)
+        self.matcher = KeywordMatcher(templates, self.settings.threshold, self.settings.hop_ms)
+        if hasattr(self, "_recent") and self._recent.maxlen != self.matcher.history:
+            self._recent = deque(self._recent, maxlen=self.matcher.history)
         refractory = self.settings.refractory_ms * SAMPLE_RATE // 1000
         self._smoothers: dict[str, TriggerSmoother] = {
             name: old.get(name)
@@ -247,9 +271,10 @@ class Detector:
                 smoother.update(False, end)
         elif len(self.matcher) or self.on_window is not None:
             embedding = self.encoder.embed_features(features)[0]
+        self._recent.append(embedding)
         detections: list[Detection] = []
         if embedding is not None and len(self.matcher):
-            scores = self.matcher.score(embedding)
+            scores = self.matcher.score(embedding, self._recent)
             for k, name in enumerate(self.matcher.names):
                 if self._smoothers[name].update(bool(scores.hits[k]), end):
                     template = self.matcher.templates[k]

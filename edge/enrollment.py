@@ -19,22 +19,27 @@ import numpy.typing as npt
 
 from edge.gpio import Gesture, Indicator
 from edge.takes import (
+    EDGE_PAD,
+    PHRASE_MAX_SAMPLES,
     SAMPLE_RATE,
     Rejection,
     Segment,
     TakeChecks,
+    TakeWindows,
     VadConfig,
     VoiceActivityCutter,
     check_consistency,
     check_signal,
-    speed_perturbed,
-    take_window,
+    make_template,
+    take_windows,
 )
 from edge.templates import Template, TemplateStore
 
 __all__ = ["EnrollmentConfig", "EnrollmentSession", "SessionState"]
 
 log = logging.getLogger(__name__)
+
+HOP_SAMPLES = 1600  # phrase windows sit on the detector's default 100 ms hop grid
 
 FloatArray = npt.NDArray[np.float32]
 _BUTTON_NAME = re.compile(r"^keyword-(\d+)$")
@@ -110,7 +115,7 @@ class EnrollmentSession:
         self._pin: int | None = None
         self._removal: str | None = None
         self._embeddings: list[FloatArray] = []
-        self._windows: list[FloatArray] = []  # the model window of each kept take, in step with _embeddings
+        self._cuts: list[TakeWindows] = []  # the windows of each kept take, in step with _embeddings
         self._cutter: VoiceActivityCutter | None = None
 
     @property
@@ -142,10 +147,12 @@ class EnrollmentSession:
             assert self._cutter is not None
             segment = self._cutter.push(samples)
             # Judge once the recording holds the whole model window around the word (or can grow no more).
-            centre = None if segment is None else (segment.speech_start + segment.speech_end) // 2
-            needed = (
-                0 if centre is None else min(centre + self.embedder.window_samples // 2, self._cutter.limit)
-            )
+            # (for a phrase, also its last window: EDGE_PAD past the speech)
+            needed = 0
+            if segment is not None:
+                centre = (segment.speech_start + segment.speech_end) // 2
+                wanted = max(centre + self.embedder.window_samples // 2, segment.speech_end + EDGE_PAD)
+                needed = min(wanted, self._cutter.limit)
             if segment is not None and self._cutter.samples >= needed:
                 self._judge(self._cutter.recording, segment)
             elif not self._cutter.in_speech and self.clock >= self._deadline:
@@ -175,14 +182,14 @@ class EnrollmentSession:
             log.error("enrollment refused: %s", error)
             self.indicator.error(str(error))
             return
-        self._embeddings, self._windows, self.rejections = [], [], []
+        self._embeddings, self._cuts, self.rejections = [], [], []
         log.info("enrolling %r (LED pin %s): say the word %d times", self._name, self._pin, self.config.takes)
         self._listen()
 
     def _listen(self) -> None:
         window = self.embedder.window_samples
         listen = self._seconds(self.config.listen_seconds)
-        self._cutter = VoiceActivityCutter(window, listen + 2 * window, self.config.vad)
+        self._cutter = VoiceActivityCutter(PHRASE_MAX_SAMPLES, listen + 2 * window, self.config.vad)
         self.state = SessionState.LISTENING
         self._deadline = self.clock + listen
         self.indicator.speak_now(len(self._embeddings) + 1, self.config.takes)
@@ -192,19 +199,19 @@ class EnrollmentSession:
         if problem is not None:
             self._reject(problem)
             return
-        window = take_window(audio, segment, self.embedder.window_samples)
-        candidates = np.stack([*self._embeddings, self.embedder.embed_windows(window[None])[0]])
+        cut = take_windows(audio, segment, self.embedder.window_samples, HOP_SAMPLES)
+        candidates = np.stack([*self._embeddings, self.embedder.embed_windows(cut.centred[None])[0]])
         outlier = check_consistency(candidates, self.config.checks.consistency_threshold)
         if outlier is not None:
             index, score = outlier
             which = "this take" if index == candidates.shape[0] - 1 else f"take {index + 1}"
             kept = np.delete(candidates, index, axis=0)
             self._embeddings = list(kept)
-            self._windows = [w for i, w in enumerate([*self._windows, window]) if i != index]
+            self._cuts = [c for i, c in enumerate([*self._cuts, cut]) if i != index]
             self._reject(f"{Rejection.INCONSISTENT}: {which}, cosine {score:.2f} to the mean of the others")
             return
         self._embeddings = list(candidates)
-        self._windows.append(window)
+        self._cuts.append(cut)
         if len(self._embeddings) >= self.config.takes:
             self._save()
         else:
@@ -229,14 +236,8 @@ class EnrollmentSession:
 
     def _save(self) -> None:
         self.state = SessionState.IDLE
-        variants = self.embedder.embed_windows(np.concatenate([speed_perturbed(w) for w in self._windows]))
-        template = Template.from_takes(
-            self._name,
-            np.stack(self._embeddings),
-            self.embedder.sha256,
-            self.embedder.frontend_fingerprint,
-            variants=variants,
-            pin=self._pin,
+        template = make_template(
+            self._name, self._cuts, np.stack(self._embeddings), self.embedder, pin=self._pin
         )
         try:
             self.store.add(template)

@@ -26,6 +26,7 @@ from edge.budget import (
     budget_for_template,
     cohort_path_for,
     hard_negatives,
+    phrase_scores,
 )
 from edge.config import Config, DetectorConfig
 from edge.templates import Template
@@ -108,7 +109,8 @@ class KeywordResolver:
     def _resolve(self, template: Template) -> Resolved:
         settings = self.settings
         negatives = template.negatives
-        if self._halves is not None and settings.hard_negatives > 0:
+        # Look-alikes veto single windows; a phrase is already matched window by window, whole.
+        if self._halves is not None and settings.hard_negatives > 0 and not template.is_phrase:
             found = hard_negatives(
                 template.embedding,
                 self._halves[0],
@@ -123,14 +125,20 @@ class KeywordResolver:
         if self._halves is None or settings.false_alarms_per_hour <= 0:
             threshold = settings.threshold
             return Resolved(replace(template, threshold=threshold, negatives=negatives), None, "default")
+        calibration = self._halves[1]
+        phrase = None
+        if template.is_phrase:
+            back = [round(offset / settings.hop_ms) for offset in template.part_offsets_ms]
+            phrase = phrase_scores(calibration, template.parts, back)
         budget = budget_for_template(
             template.embedding,
-            self._halves[1],
+            calibration,
             settings.false_alarms_per_hour,
             settings.trigger_level,
             settings.trigger_window,
             self._refractory,
             take_units=template.take_embeddings,
             negatives=negatives,
+            scores=phrase,
         )
         return Resolved(replace(template, threshold=budget.threshold, negatives=negatives), budget, "budget")

@@ -8,25 +8,33 @@ sound around it. Numpy only; `edge.enrollment` drives these from the button.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from edge.audio import resample
+from edge.templates import Template
 
 __all__ = [
+    "PHRASE_FROM_SAMPLES",
+    "PHRASE_MAX_SAMPLES",
     "SAMPLE_RATE",
     "Rejection",
     "Segment",
     "TakeChecks",
+    "TakeWindows",
     "VadConfig",
     "VoiceActivityCutter",
     "check_consistency",
     "check_signal",
+    "make_template",
     "speed_perturbed",
     "take_window",
+    "take_windows",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -37,7 +45,7 @@ class Rejection(StrEnum):
     TOO_QUIET = "too quiet"
     CLIPPED = "clipped"
     TOO_SHORT = "too short"
-    TOO_LONG = "longer than the model window"
+    TOO_LONG = "longer than a keyword can be"
     INCONSISTENT = "inconsistent with the other takes"
 
 
@@ -193,7 +201,6 @@ class VoiceActivityCutter:
             too_long=too_long,
         )
 
-
     def _tightened(self, start: int, end: int) -> tuple[int, int]:
         """[start, end) without the frames at its edges that the whole recording's floor calls room tone.
 
@@ -208,7 +215,9 @@ class VoiceActivityCutter:
         audible = levels[levels >= cfg.silence_dbfs]
         if audible.size == 0:
             return start, end
-        threshold = max(cfg.floor_dbfs, float(np.percentile(audible, cfg.floor_percentile)) + cfg.trim_margin_db)
+        threshold = max(
+            cfg.floor_dbfs, float(np.percentile(audible, cfg.floor_percentile)) + cfg.trim_margin_db
+        )
         first, last = start // size, -(-end // size)
         loud = levels[first:last] >= threshold
         runs = np.convolve(loud.astype(np.int64), np.ones(cfg.onset_frames, dtype=np.int64), mode="valid")
@@ -223,7 +232,10 @@ def check_signal(
 ) -> str | None:
     """A `Rejection` value with details for a bad take's signal, or None when it is fine. Order: worst first."""
     if segment.too_long:
-        return f"{Rejection.TOO_LONG}: {segment.speech_samples / SAMPLE_RATE:.2f} s of speech"
+        return (
+            f"{Rejection.TOO_LONG}: {segment.speech_samples / SAMPLE_RATE:.2f} s of speech, at most "
+            f"{PHRASE_MAX_SAMPLES / SAMPLE_RATE:g} s"
+        )
     speech = audio[segment.speech_start : segment.speech_end]
     seconds = speech.shape[0] / SAMPLE_RATE
     if seconds < checks.min_speech_seconds:
@@ -253,6 +265,49 @@ def take_window(audio: FloatArray, segment: Segment, window_samples: int) -> Flo
     return window
 
 
+@dataclass(frozen=True)
+class TakeWindows:
+    """A take as the encoder sees it: the window centred on the speech, and the phrase's three windows.
+
+    `parts` are the windows starting with the speech, centred on it and ending with it (each with `EDGE_PAD`
+    of the room around the speech); `part_offsets` says how many samples before the last one's end each one
+    ends (a multiple of the detector's hop, so that a stream holds windows ending exactly there). For a word the
+    three coincide; for a phrase longer than a window they cover it whole, and the detector scores the phrase
+    as the sequence of those windows.
+    """
+
+    centred: FloatArray  # [L]
+    parts: FloatArray  # [3, L]
+    part_offsets: tuple[int, int, int]
+    speech_samples: int
+
+    @property
+    def is_phrase(self) -> bool:
+        return self.speech_samples > PHRASE_FROM_SAMPLES
+
+
+def _window_from(audio: FloatArray, start: int, window_samples: int) -> FloatArray:
+    window = np.zeros(window_samples, dtype=np.float32)
+    lo, hi = max(0, start), min(audio.shape[0], start + window_samples)
+    if hi > lo:
+        window[lo - start : hi - start] = audio[lo:hi]
+    return window
+
+
+def take_windows(audio: FloatArray, segment: Segment, window_samples: int, hop_samples: int) -> TakeWindows:
+    """The centred window and the three phrase windows of a take (see `TakeWindows`)."""
+    last_end = segment.speech_end + EDGE_PAD
+    # The first window starts EDGE_PAD before the speech: it ends this long before the last one.
+    span = max(0, segment.speech_samples + 2 * EDGE_PAD - window_samples)
+    first = round(span / hop_samples) * hop_samples
+    middle = round(first / 2 / hop_samples) * hop_samples
+    offsets = (first, middle, 0)
+    parts = np.stack(
+        [_window_from(audio, last_end - off - window_samples, window_samples) for off in offsets]
+    )
+    return TakeWindows(take_window(audio, segment, window_samples), parts, offsets, segment.speech_samples)
+
+
 def check_consistency(embeddings: FloatArray, threshold: float) -> tuple[int, float] | None:
     """(index, cosine) of the take least like the mean of the others when that cosine is below `threshold`.
 
@@ -268,6 +323,13 @@ def check_consistency(embeddings: FloatArray, threshold: float) -> tuple[int, fl
     worst = units.shape[0] - 1 if units.shape[0] == 2 else int(np.argmin(scores))
     return (worst, scores[worst]) if scores[worst] < threshold else None
 
+
+# The longest take (speech, without the padding); beyond the model's window a take is enrolled as a phrase.
+PHRASE_MAX_SAMPLES = int(2.5 * SAMPLE_RATE)
+# Takes with more speech than this are phrases: one centred window would cut their ends off.
+PHRASE_FROM_SAMPLES = int(1.1 * SAMPLE_RATE)
+# Room sound kept on each side of the speech in a phrase's first and last windows.
+EDGE_PAD = 2400
 
 # Kaldi's speed perturbation factors: each take also enrolls played 10 % slower and 10 % faster (tempo and
 # pitch together), a cheap stand-in for the other voices and paces the keyword will be spoken with.
@@ -288,3 +350,30 @@ def speed_perturbed(window: FloatArray, factors: tuple[float, ...] = SPEED_FACTO
             start = (length - played.shape[0]) // 2
             out[row, start : start + played.shape[0]] = played
     return out
+
+
+class WindowEmbedder(Protocol):
+    sha256: str
+
+    @property
+    def frontend_fingerprint(self) -> str: ...
+
+    def embed_windows(self, audio: npt.ArrayLike) -> FloatArray: ...
+
+
+def make_template(
+    name: str, cuts: Sequence[TakeWindows], embeddings: FloatArray, embedder: WindowEmbedder, **extra: Any
+) -> Template:
+    """The keyword from its accepted takes (their centred windows' `embeddings` given): the takes and their
+    speed-perturbed copies make the template; when any take is a phrase, every take's three phrase windows make
+    the parts, at the takes' median offsets (in ms, rounded to the detector's default 100 ms hop)."""
+    variants = embedder.embed_windows(np.concatenate([speed_perturbed(c.centred) for c in cuts]))
+    if any(c.is_phrase for c in cuts):
+        windows = np.concatenate([c.parts for c in cuts])
+        parts = embedder.embed_windows(windows).reshape(len(cuts), 3, -1)
+        offsets = np.median(np.array([c.part_offsets for c in cuts]), axis=0)
+        extra["parts"] = parts
+        extra["part_offsets_ms"] = tuple(round(float(o) / SAMPLE_RATE * 10) * 100 for o in offsets)
+    return Template.from_takes(
+        name, embeddings, embedder.sha256, embedder.frontend_fingerprint, variants=variants, **extra
+    )

@@ -104,6 +104,10 @@ class Template:
     # The unit embedding of each enrollment take: what the false-alarm budget compares the user's own voice with
     # (empty for keywords enrolled before it existed).
     take_embeddings: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    # A phrase longer than one window: the unit templates of the windows that start with it, centre on it and
+    # end with it, and how long before the last one's end each one ends (ms). Empty for a single word.
+    parts: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    part_offsets_ms: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_keyword_name(self.name)
@@ -111,6 +115,20 @@ class Template:
         object.__setattr__(self, "embedding", _unit(self.embedding, f"template {self.name}: embedding"))
         object.__setattr__(self, "negatives", self._unit_rows(self.negatives, "negative"))
         object.__setattr__(self, "take_embeddings", self._unit_rows(self.take_embeddings, "take embedding"))
+        object.__setattr__(self, "parts", self._unit_rows(self.parts, "part"))
+        offsets = self.part_offsets_ms
+        if not isinstance(offsets, list | tuple) or not all(
+            isinstance(o, int) and not isinstance(o, bool) and 0 <= o <= 5000 for o in offsets
+        ):
+            raise TemplateError(
+                f"template {self.name}: part_offsets_ms must be integers 0-5000 (ms), got {offsets!r}"
+            )
+        object.__setattr__(self, "part_offsets_ms", tuple(offsets))
+        if len(self.part_offsets_ms) != self.parts.shape[0] or (offsets and min(offsets) != 0):
+            raise TemplateError(
+                f"template {self.name}: {self.parts.shape[0]} parts need as many part_offsets_ms, the last "
+                f"part's 0; got {list(offsets)}"
+            )
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
             raise TemplateError(f"template {self.name}: threshold must be in [-1, 1], got {self.threshold}")
         if self.pin is not None and not 0 <= self.pin <= 63:
@@ -161,12 +179,14 @@ class Template:
         model_sha256: str,
         frontend_fingerprint: str,
         variants: npt.ArrayLike | None = None,
+        parts: npt.ArrayLike | None = None,
         **extra: Any,
     ) -> Template:
         """Mean of the L2-normalised take embeddings [K, D], re-normalised (the paper's prototype).
 
         `variants` [M, D] (the takes sped up and slowed down, edge.takes.speed_perturbed) join the mean; the
-        takes alone are kept as `take_embeddings`.
+        takes alone are kept as `take_embeddings`. For a phrase, `parts` [K, P, D] are each take's phrase windows'
+        embeddings (with `part_offsets_ms` in `extra`): each part's template is their normalised mean.
         """
         takes = np.asarray(take_embeddings, dtype=np.float32)
         if takes.ndim != 2 or takes.shape[0] == 0:
@@ -180,6 +200,10 @@ class Template:
             pooled = np.concatenate(
                 [units, more / np.maximum(np.linalg.norm(more, axis=1, keepdims=True), 1e-12)]
             )
+        if parts is not None and np.asarray(parts).size:
+            each = np.asarray(parts, dtype=np.float32)
+            each = each / np.maximum(np.linalg.norm(each, axis=2, keepdims=True), 1e-12)
+            extra["parts"] = each.mean(axis=0)
         return cls(
             name,
             pooled.mean(axis=0),
@@ -232,7 +256,13 @@ class Template:
             "model_sha256": self.model_sha256,
             "frontend_fingerprint": self.frontend_fingerprint,
             "take_embeddings": [[round(float(v), 7) for v in row] for row in self.take_embeddings],
+            "parts": [[round(float(v), 7) for v in row] for row in self.parts],
+            "part_offsets_ms": list(self.part_offsets_ms),
         }
+
+    @property
+    def is_phrase(self) -> bool:
+        return bool(self.parts.shape[0] > 0)
 
     @classmethod
     def from_json(cls, raw: Any, where: str) -> Template:

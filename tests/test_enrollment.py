@@ -100,8 +100,10 @@ def clips(kws_data_dir: Path) -> dict[str, np.ndarray]:
         "clipped": np.clip(forward[1] * 10 ** (30 / 20), -1.0, 1.0).astype(np.float32),
         # A fragment: 100 ms from the loudest part of a word (a cough-length sound).
         "short": np.concatenate([hush, speech[: RATE // 10], hush]),
-        # Four words run together, longer than the 1.5 s model window.
-        "long": np.concatenate([hush, *(c[4000:13000] for c in (*forward, eight)), hush]).astype(np.float32),
+        # Six words run together, longer than the longest phrase (2.5 s).
+        "long": np.concatenate(
+            [hush, *(c[4000:13000] for c in (*forward, eight, others["undo"], others["record"])), hush]
+        ).astype(np.float32),
     }
 
 
