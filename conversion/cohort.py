@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from edge.audio import load_audio
 from edge.budget import Cohort, CohortError, cohort_path_for
+from edge.commands import stream_embeddings
 from edge.config import DetectorConfig
-from edge.detector import Detector, WindowResult
 from edge.fileio import file_sha256
 from edge.model import Encoder
 from training.data.manifest import COMMAND_WORDS
@@ -184,19 +184,6 @@ def noise_streams(
         )
 
 
-def _embed_stream(encoder: Encoder, settings: DetectorConfig, audio: np.ndarray) -> np.ndarray:
-    windows: list[np.ndarray] = []
-    zero = np.zeros(encoder.embedding_dim, dtype=np.float32)
-
-    def keep(result: WindowResult) -> None:
-        windows.append(zero if result.embedding is None else result.embedding)
-
-    detector = Detector(encoder, (), settings, on_window=keep)
-    for start in range(0, audio.shape[0], 1600):
-        detector.push(audio[start : start + 1600])
-    return np.stack(windows) if windows else np.zeros((0, encoder.embedding_dim), np.float32)
-
-
 def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSources, command: str) -> Cohort:
     """Embed every source stream with the daemon's detector; one cohort segment per stream."""
     streams: list[Stream] = []
@@ -214,7 +201,7 @@ def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSour
     parts, starts, seconds = [], [], defaultdict(float)
     total = 0
     for stream in tqdm(streams, desc="cohort streams", unit="stream"):
-        embedded = _embed_stream(encoder, settings, stream.audio)
+        embedded = stream_embeddings(encoder, stream.audio, settings)[2]
         if embedded.shape[0] == 0:
             continue
         starts.append(total)

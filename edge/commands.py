@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "reject",
     "replay",
     "score_against_truth",
+    "stream_embeddings",
     "take_from_audio",
 ]
 
@@ -234,33 +235,54 @@ def replay(
     )
 
 
+def stream_embeddings(
+    encoder: Encoder,
+    audio: FloatArray,
+    settings: DetectorConfig,
+    on_chunk: Callable[[], None] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], FloatArray]:
+    """Every window's embedding of a recording as the daemon's detector computes them (100 ms chunks): the
+    windows' end samples, whether the energy gate skipped them, and the embeddings (zeros where gated)."""
+    ends: list[int] = []
+    gated: list[bool] = []
+    vectors: list[FloatArray] = []
+    nothing = np.zeros(encoder.embedding_dim, dtype=np.float32)
+
+    def keep(result: WindowResult) -> None:
+        ends.append(result.end_sample)
+        gated.append(result.gated)
+        vectors.append(nothing if result.embedding is None else result.embedding)
+
+    detector = Detector(encoder, (), settings, on_window=keep)
+    for start in range(0, audio.shape[0], 1600):
+        detector.push(audio[start : start + 1600])
+        if on_chunk is not None:
+            on_chunk()
+    embeddings = np.stack(vectors) if vectors else np.zeros((0, encoder.embedding_dim), dtype=np.float32)
+    return np.asarray(ends, dtype=np.int64), np.asarray(gated, dtype=bool), embeddings
+
+
 def embed_files(files: Sequence[Path], encoder: Encoder, hop_ms: int) -> dict[str, Any]:
     """Every window's embedding of each file, computed by the daemon's detector (streaming MFCC, gate off)."""
     embeddings: list[FloatArray] = []
-    starts: list[float] = []
-    file_index: list[int] = []
+    starts: list[npt.NDArray[np.float64]] = []
+    file_index: list[npt.NDArray[np.int32]] = []
     for index, path in enumerate(files):
-        collected: list[WindowResult] = []
-        detector = Detector(
-            encoder, (), DetectorConfig(hop_ms=hop_ms, gate=False), on_window=collected.append
+        ends, _, vectors = stream_embeddings(
+            encoder, load_audio(path), DetectorConfig(hop_ms=hop_ms, gate=False)
         )
-        audio = load_audio(path)
-        for start in range(0, audio.shape[0], 1600):
-            detector.push(audio[start : start + 1600])
-        if not collected:
+        if not ends.size:
             log.warning(
                 "%s: shorter than one model window (%d samples): no embedding", path, encoder.window_samples
             )
-        for result in collected:
-            assert result.embedding is not None
-            embeddings.append(result.embedding)
-            starts.append(result.start_sample / SAMPLE_RATE)
-            file_index.append(index)
+        embeddings.append(vectors)
+        starts.append((ends - encoder.window_samples) / SAMPLE_RATE)
+        file_index.append(np.full(ends.shape[0], index, dtype=np.int32))
     dim = encoder.embedding_dim
     return {
-        "embeddings": np.stack(embeddings) if embeddings else np.zeros((0, dim), dtype=np.float32),
-        "start_s": np.array(starts, dtype=np.float64),
-        "file_index": np.array(file_index, dtype=np.int32),
+        "embeddings": np.concatenate(embeddings) if embeddings else np.zeros((0, dim), dtype=np.float32),
+        "start_s": np.concatenate(starts) if starts else np.zeros(0, dtype=np.float64),
+        "file_index": np.concatenate(file_index) if file_index else np.zeros(0, dtype=np.int32),
         "files": np.array([str(f) for f in files]),
         "window_samples": np.array(encoder.window_samples),
         "model_sha256": np.array(encoder.sha256),

@@ -26,8 +26,8 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from edge.audio import load_audio
+from edge.commands import stream_embeddings
 from edge.config import DetectorConfig
-from edge.detector import Detector, WindowResult
 from edge.fileio import atomic_write_bytes
 from edge.model import Encoder
 from training.bench.streaming import CHUNK, enroll_takes
@@ -94,29 +94,11 @@ def embed_audio(
     desc: str = "embedding",
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], FloatArray, float]:
     """The detector (no keywords) over the audio in 100 ms chunks: ends, gated, embeddings, CPU seconds."""
-    ends: list[int] = []
-    gated: list[bool] = []
-    vectors: list[FloatArray] = []
-    nothing = np.zeros(encoder.embedding_dim, dtype=np.float32)
-
-    def keep(result: WindowResult) -> None:
-        ends.append(result.end_sample)
-        gated.append(result.gated)
-        vectors.append(nothing if result.embedding is None else result.embedding)
-
-    detector = Detector(encoder, (), settings, on_window=keep)
     started = time.process_time()
-    for start in tqdm(
-        range(0, audio.shape[0], CHUNK), desc=desc, unit="chunk", leave=False, disable=not progress
-    ):
-        detector.push(audio[start : start + CHUNK])
-    embeddings = np.stack(vectors) if vectors else np.zeros((0, encoder.embedding_dim), dtype=np.float32)
-    return (
-        np.asarray(ends, dtype=np.int64),
-        np.asarray(gated, dtype=bool),
-        embeddings,
-        time.process_time() - started,
-    )
+    chunks = -(-audio.shape[0] // CHUNK)
+    with tqdm(total=chunks, desc=desc, unit="chunk", leave=False, disable=not progress) as bar:
+        ends, gated, embeddings = stream_embeddings(encoder, audio, settings, on_chunk=lambda: bar.update())
+    return ends, gated, embeddings, time.process_time() - started
 
 
 def windows_path(root: Path, stream: BenchStream, encoder: Encoder, settings: DetectorConfig) -> Path:
