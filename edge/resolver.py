@@ -57,10 +57,11 @@ class Resolved:
 
 
 def _content_key(template: Template) -> str:
-    digest = hashlib.sha1(usedforsecurity=False)
-    for array in (template.embedding, template.negatives, template.take_embeddings):
+    """Everything the resolution depends on: two keywords enrolled from the same takes are still two keywords."""
+    digest = hashlib.sha1(template.name.encode(), usedforsecurity=False)
+    for array in (template.embedding, template.negatives, template.take_embeddings, template.parts):
         digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-    digest.update(repr(template.threshold).encode())
+    digest.update(repr((template.threshold, template.part_offsets_ms)).encode())
     return digest.hexdigest()
 
 
@@ -69,8 +70,9 @@ class KeywordResolver:
 
     def __init__(self, settings: DetectorConfig, cohort: Cohort | None) -> None:
         self.settings = settings
-        self.cohort = cohort
+        # Only the two halves are kept (the whole would be a third copy: 11 MB for 2.3 hours).
         self._halves = cohort.halves() if cohort is not None else None
+        self.cohort_hours = cohort.hours if cohort is not None else 0.0
         self._cache: dict[str, Resolved] = {}
         self._refractory = max(0, settings.refractory_ms // settings.hop_ms)
 

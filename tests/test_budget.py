@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,8 @@ def test_resolver_thresholds_by_source(tmp_path: Path, caplog: pytest.LogCapture
     event = first[1].as_event()
     assert event["threshold_source"] == "budget" and "expected_false_alarms_per_hour" in event
     assert resolver.resolve([own, budgeted])[1] is first[1]  # cached: nothing recomputed
+    twin = replace(budgeted, name="twin")  # enrolled from the same takes: still its own keyword
+    assert [r.template.name for r in resolver.resolve([budgeted, twin])] == ["budgeted", "twin"]
     # Another model's cohort, or none: every keyword falls back to detector.threshold, said once in the log.
     with caplog.at_level(logging.WARNING):
         other = KeywordResolver.for_model(config, model, "c" * 64)
@@ -180,7 +183,7 @@ def test_resolver_thresholds_by_source(tmp_path: Path, caplog: pytest.LogCapture
     assert other.resolve([budgeted])[0].threshold_source == "default"
     assert other.resolve([budgeted])[0].template.threshold == config.detector.threshold
     off = Config(detector=DetectorConfig(false_alarms_per_hour=0.0, hard_negatives=0))
-    assert KeywordResolver.for_model(off, model, SHA).cohort is None
+    assert KeywordResolver.for_model(off, model, SHA).cohort_hours == 0.0
 
 
 def test_template_keeps_takes_and_pools_variants() -> None:
