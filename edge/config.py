@@ -215,6 +215,20 @@ class ServiceConfig:
 
 
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a name the socket layer can encode: anything else (an empty label, one over 63
+    characters) raised UnicodeError inside paho's network thread, which then died."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+        return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
 _IP_ALLOW_NAMES = ("any", "localhost", "link-local", "multicast")
 
 
@@ -271,7 +285,10 @@ class MqttConfig:
 
     def validate(self, section: str) -> None:
         _require(
-            bool(self.host) and " " not in self.host, f"{section}.host", f"expected a host, got {self.host!r}"
+            _is_host(self.host),
+            f"{section}.host",
+            f"expected a host name (letters, digits, '-', '_' in labels of up to 63, joined by '.') or an IP "
+            f"address (IPv6 without brackets), got {self.host!r:.80}",
         )
         _require(1 <= self.port <= 65535, f"{section}.port", f"must be 1-65535, got {self.port}")
         _require(
@@ -279,13 +296,19 @@ class MqttConfig:
             f"{section}.password_file",
             "a password needs a username (mqtt.username)",
         )
+        _require(
+            len(self.username) <= 256 and self.username.isprintable(),  # MQTT refuses controls and NUL
+            f"{section}.username",
+            f"expected up to 256 printable characters, got {self.username!r:.80}",
+        )
         _require(not self.ca_file or self.tls, f"{section}.ca_file", "needs tls = true")
         for key in ("topic_prefix", "discovery_prefix"):
             value = getattr(self, key)
-            _require(
-                bool(_TOPIC_LEVEL.match(value)),
+            _require(  # bounded: a topic over 65535 bytes made paho's thread die at connection
+                bool(_TOPIC_LEVEL.match(value)) and len(value) <= 200,
                 f"{section}.{key}",
-                f"expected topic levels of letters, digits, '_', '-', '.' joined by '/', got {value!r}",
+                f"expected topic levels of letters, digits, '_', '-', '.' joined by '/', up to 200 characters, "
+                f"got {value!r:.80}",
             )
         _require(
             not self.node_id or re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.node_id) is not None,

@@ -283,6 +283,7 @@ class Daemon:
             from edge.wyoming_server import WakeServer, WakeServerThread
 
             encoder = load_model(self.encoder.model_path, num_threads=self.config.model.num_threads)
+            resolver = self.resolver.fork()  # the server's own thread: its own cache, the same cohort
             self.wyoming = WakeServerThread(
                 lambda: WakeServer(
                     encoder,
@@ -291,6 +292,7 @@ class Daemon:
                     self.config.wyoming,
                     self.config.state.reload_s,
                     self.events.emit,
+                    resolver,
                 )
             )
             self.wyoming.start()

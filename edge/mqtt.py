@@ -49,6 +49,13 @@ class MqttError(ValueError):
     """The MQTT settings cannot work (password file, TLS files) or the broker refused us; one line."""
 
 
+MAX_PASSWORD_BYTES = 65535  # MQTT's limit: a longer one made paho's network thread die (struct.error)
+
+
+def _shown(path: str) -> str:
+    return path if path.isprintable() else ascii(path)
+
+
 def read_password(path: str) -> str:
     """The first line of `path`, refused when anyone but its owner may read the file."""
     file = Path(path)
@@ -56,15 +63,25 @@ def read_password(path: str) -> str:
         mode = file.stat().st_mode
         if mode & 0o077:
             raise MqttError(
-                f"mqtt.password_file {path}: others may read it (mode {mode & 0o777:o}); it must be readable "
-                f"by the service user only: chmod 600 {path}"
+                f"mqtt.password_file {_shown(path)}: others may read it (mode {mode & 0o777:o}); it must be "
+                f"readable by the service user only: chmod 600 {_shown(path)}"
             )
         lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
-        raise MqttError(f"mqtt.password_file {path}: cannot read it ({reason})") from None
+    except (OSError, ValueError) as error:  # ValueError: UnicodeDecodeError, or a NUL in the path
+        reason = (
+            error.strerror
+            if isinstance(error, OSError)
+            else "not UTF-8 text"
+            if isinstance(error, UnicodeDecodeError)
+            else str(error)
+        )
+        raise MqttError(f"mqtt.password_file {_shown(path)}: cannot read it ({reason})") from None
     if not lines or not lines[0]:
-        raise MqttError(f"mqtt.password_file {path}: empty; put the password on its first line")
+        raise MqttError(f"mqtt.password_file {_shown(path)}: empty; put the password on its first line")
+    if len(lines[0].encode("utf-8")) > MAX_PASSWORD_BYTES:
+        raise MqttError(
+            f"mqtt.password_file {_shown(path)}: the password is over MQTT's {MAX_PASSWORD_BYTES} bytes"
+        )
     return lines[0]
 
 
@@ -81,8 +98,10 @@ def make_client(config: MqttConfig, password: str | None) -> paho.Client:
     if config.tls:
         try:
             client.tls_set(ca_certs=config.ca_file or None)
-        except (OSError, ssl.SSLError) as error:
-            raise MqttError(f"mqtt.ca_file {config.ca_file}: not a usable CA certificate ({error})") from None
+        except (OSError, ValueError) as error:  # ssl.SSLError is an OSError; ValueError: a NUL in the path
+            raise MqttError(
+                f"mqtt.ca_file {_shown(config.ca_file)}: not a usable CA certificate ({error})"
+            ) from None
     client.will_set(topics.status, "offline", qos=1, retain=True)
     client.reconnect_delay_set(1, int(config.retry_max_s))
     return client

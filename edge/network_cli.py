@@ -26,6 +26,7 @@ _NAMED = ("any", "localhost", "link-local", "multicast")
 def _cmd_wyoming(args: argparse.Namespace, load: ConfigLoader) -> int:
     from edge.commands import open_model
     from edge.outputs import EventSink, SystemdNotifier
+    from edge.resolver import KeywordResolver
     from edge.templates import TemplateStore
     from edge.wyoming_server import WakeServer, serve_until_stopped
 
@@ -41,6 +42,7 @@ def _cmd_wyoming(args: argparse.Namespace, load: ConfigLoader) -> int:
         config.wyoming,
         config.state.reload_s,
         events.emit,
+        KeywordResolver.for_model(config, encoder.model_path, encoder.sha256),
     )
 
     async def main() -> None:

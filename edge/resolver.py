@@ -76,6 +76,12 @@ class KeywordResolver:
         self._cache: dict[str, Resolved] = {}
         self._refractory = max(0, settings.refractory_ms // settings.hop_ms)
 
+    def fork(self) -> KeywordResolver:
+        """Another resolver over the same cohort (shared, read-only) with a cache of its own: one per thread."""
+        twin = KeywordResolver(self.settings, None)
+        twin._halves, twin.cohort_hours = self._halves, self.cohort_hours
+        return twin
+
     @classmethod
     def for_model(cls, config: Config, model_path: str | Path, model_sha256: str) -> KeywordResolver:
         """The configured cohort (default: beside the model), or none with the reason logged once."""

@@ -27,6 +27,7 @@ from wyoming.info import Attribution, Info, WakeModel, WakeProgram
 from edge.audio import TARGET_RATE, decode_pcm
 from edge.frontend import DEFAULT_CONFIG
 from edge.model import Encoder
+from edge.resolver import KeywordResolver
 from edge.sources import StreamingResampler
 from edge.templates import Template, TemplateMismatchError, TemplateStore
 
@@ -54,11 +55,17 @@ ATTRIBUTION = Attribution(name="udkws", url="https://github.com/udkws/udkws")
 _EMPTY = np.zeros(0, dtype=np.float32)
 
 
+def _one_line(text: str) -> str:
+    """`text` fit for one log line and a JSON event: line breaks, other unprintable characters and lone
+    surrogates (which JSON from a client may carry, and which UTF-8 cannot encode) written as escapes."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class ProtocolError(ValueError):
     """A client sent something this service cannot use; the message is one line for the log and the client."""
 
     def __init__(self, message: str, code: str = "bad-event") -> None:
-        super().__init__(message)
+        super().__init__(_one_line(message))  # it may quote the client's strings
         self.code = code
 
 
@@ -97,11 +104,11 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
     if data is None:
         data = {}
     elif not isinstance(data, dict):
-        raise ProtocolError(f"{event_type}: 'data' must be a JSON object")
+        raise ProtocolError(f"{event_type:.40}: 'data' must be a JSON object")
     data_length, payload_length = _length(header, "data_length"), _length(header, "payload_length")
     try:
         if data_length:
-            data = {**data, **_json_object(await reader.readexactly(data_length), f"{event_type} data")}
+            data = {**data, **_json_object(await reader.readexactly(data_length), f"{event_type:.40} data")}
         payload = await reader.readexactly(payload_length) if payload_length else None
     except asyncio.IncompleteReadError:
         return None
@@ -128,9 +135,15 @@ def _int_field(data: dict[str, Any], key: str, what: str, low: int, high: int) -
     return value
 
 
+# JSON allows 4300-digit integers; a detection's time (start + offset) past one could not be printed.
+MAX_TIMESTAMP_MS = 1 << 62
+
+
 def timestamp_of(data: dict[str, Any]) -> int | None:
+    """A client's timestamp (ms), if it sent a usable one."""
     value = data.get("timestamp")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    usable = isinstance(value, int) and not isinstance(value, bool) and abs(value) < MAX_TIMESTAMP_MS
+    return value if usable else None
 
 
 @dataclass(frozen=True)
@@ -226,9 +239,13 @@ def phrase_of(name: str) -> str:
 class KeywordCatalog:
     """The enrolled keywords as wake words, re-read when their files change; `version` counts the changes."""
 
-    def __init__(self, store: TemplateStore, encoder: Encoder) -> None:
+    def __init__(
+        self, store: TemplateStore, encoder: Encoder, resolver: KeywordResolver | None = None
+    ) -> None:
         self.store = store
         self.encoder = encoder
+        # Thresholds and look-alikes as the daemon resolves them (false-alarm budget); without: as stored.
+        self.resolver = resolver
         self.version = 0
         self.active: dict[str, Template] = {}
         self.inactive: list[str] = []
@@ -254,6 +271,8 @@ class KeywordCatalog:
                 inactive.append(template.name)
                 continue
             active[template.name] = template
+        if self.resolver is not None:
+            active = {r.template.name: r.template for r in self.resolver.resolve(list(active.values()))}
         if list(active) != list(self.active) or inactive != self.inactive:
             log.info("wyoming: wake words %s", ", ".join(active) or "none (enroll one with kws-edge enroll)")
         self.active, self.inactive = active, inactive

@@ -39,6 +39,7 @@ from edge.detector import Detector
 from edge.frontend import DEFAULT_CONFIG
 from edge.model import Encoder
 from edge.outputs import SystemdNotifier
+from edge.resolver import KeywordResolver
 from edge.templates import TemplateStore
 from edge.version import package_version
 from edge.wyoming_events import (
@@ -119,6 +120,8 @@ class WakeSession(AsyncEventHandler):
             await self._stop()
         elif Ping.is_type(event.type):
             text = event.data.get("text")
+            if isinstance(text, str):  # echoed as sent, unless it holds lone surrogates UTF-8 cannot encode
+                text = text.encode("utf-8", "backslashreplace").decode("utf-8")
             await self.write_event(Pong(text=text if isinstance(text, str) else None).event())
         else:
             log.debug("wyoming client %s: ignoring a %r event", self.peer, event.type)
@@ -238,9 +241,10 @@ class WakeServer:
         settings: WyomingConfig,
         reload_s: float = 2.0,
         on_event: EventCallback | None = None,
+        resolver: KeywordResolver | None = None,
     ) -> None:
         self.encoder = encoder
-        self.catalog = KeywordCatalog(store, encoder)
+        self.catalog = KeywordCatalog(store, encoder, resolver)
         self.detector_settings = detector_settings
         self.settings = settings
         self.reload_s = reload_s

@@ -412,3 +412,25 @@ def test_a_live_client_in_10ms_chunks_is_read_in_bulk_and_heard_in_time(
     assert stamp is not None and start < stamp / 1000 <= end + SLACK_S
     assert len(pauses) >= 10, pauses  # it rested between windows (about 25 windows in 4 s)
     assert wall_s < 4.0 * 5  # and did not hold the client back (generous: a loaded machine)
+
+
+def test_wake_words_get_the_daemons_thresholds(state_dir: Path, encoder: Encoder, tmp_path: Path) -> None:
+    """With a cohort beside the model, a wake word's threshold is its false-alarm budget's, as in the daemon."""
+    from edge.budget import Cohort, cohort_path_for
+    from edge.config import Config
+    from edge.resolver import KeywordResolver
+    from edge.wyoming_events import KeywordCatalog
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(4000, encoder.embedding_dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    model = tmp_path / "model.tflite"
+    Cohort.from_float(vectors, [0, 2000], 100, encoder.sha256).save(cohort_path_for(model))
+    resolver = KeywordResolver.for_model(Config(), model, encoder.sha256)
+    catalog = KeywordCatalog(TemplateStore(state_dir), encoder, resolver)
+    catalog.refresh(force=True)
+    served = catalog.select(None)[0]
+    expected = resolver.resolve_one(TemplateStore(state_dir).get("happy"))
+    assert expected.threshold_source == "budget"
+    assert served.threshold == expected.template.threshold
+    assert 0 < served.negatives.shape[0] == expected.template.negatives.shape[0] <= Config().detector.hard_negatives
