@@ -299,10 +299,9 @@ def test_a_broker_restart_is_survived_with_the_events_queued(broker: Broker, pas
         listener.wait_for("udkws/board/detection")
         broker.stop()
         wait_until(lambda: not publisher.connected, what="the publisher to notice")
-        started = time.monotonic()
         for seconds in (2.0, 3.0, 4.0):
             publisher.detection(detection("happy", seconds))  # the broker is down: queued, never blocking
-        assert time.monotonic() - started < 0.5
+        assert len(publisher._queue) >= 3  # waiting in the publisher's own queue, not in a blocked call
         broker.start()
         received = [json.loads(p)["time_s"] for p in listener.wait_for("udkws/board/detection", 4)]
     finally:
