@@ -238,7 +238,7 @@ def test_daemon_killed_at_random_moments_restarts_cleanly(
     from edge.audio import load_audio
     from training.bench.soak_stream import to_pcm
 
-    config = write_config(tmp_path, random_model_path, detector={"threshold": 0.9})
+    config = write_config(tmp_path, random_model_path, detector={"threshold": 0.7})
     assert (
         kws(
             "enroll", "happy", str(keyword_stream.keyword_clip), "--no-checks", "--config", str(config)

@@ -172,7 +172,7 @@ def test_a_full_disk_fails_clearly_and_the_daemon_keeps_running(
         pytest.skip("no private mount namespace here (unshare --mount needs root or user namespaces)")
     mount = tmp_path / "disk"
     mount.mkdir()
-    config = write_config(tmp_path, random_model_path, detector={"threshold": 0.9})
+    config = write_config(tmp_path, random_model_path, detector={"threshold": 0.7})
     assert (
         kws(
             "enroll", "happy", str(keyword_stream.keyword_clip), "--no-checks", "--config", str(config)
@@ -181,7 +181,7 @@ def test_a_full_disk_fails_clearly_and_the_daemon_keeps_running(
     )
     before = (tmp_path / "state" / "keywords" / "happy.json").read_text()
     disk_config = write_config(mount.parent / "disk_config", random_model_path, state={"dir": str(mount / "state")},
-                               detector={"threshold": 0.9})  # fmt: skip
+                               detector={"threshold": 0.7})  # fmt: skip
     commands = [
         kws_command("enroll", "happy", str(keyword_stream.keyword_clip), "--no-checks", "--threshold", "0.8"),
         kws_command("reject", "happy", str(REJECT_AUDIO)),
