@@ -1,4 +1,4 @@
-"""`kws-convert cohort`: the impostor cohort shipped beside the model (see `edge.budget`).
+"""`kws-convert cohort`: the impostor cohort shipped beside the model (see `edge.cohort` and `edge.budget`).
 
 Hours of ordinary audio that hold no keyword, run through the daemon's own detector (streaming MFCC, energy
 gate, the int8 encoder) so that every window embedding is the one the board would compute, every `hop_ms`:
@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.audio import load_audio
-from edge.budget import Cohort, CohortError, cohort_path_for
+from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.commands import stream_embeddings
 from edge.config import DetectorConfig
 from edge.fileio import file_sha256
@@ -242,7 +242,7 @@ def publish_cohort(model_path: Path, shipped: Path = SHIPPED_COHORT) -> Path | N
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kws-convert cohort",
-        description="Build the impostor cohort of a converted model (see edge/budget.py and docs/edge.md).",
+        description="Build the impostor cohort of a converted model (see edge/cohort.py, edge/budget.py and docs/edge.md).",
     )
     parser.add_argument(
         "--model",

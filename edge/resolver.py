@@ -19,15 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.budget import (
-    Cohort,
-    CohortError,
-    KeywordBudget,
-    budget_for_template,
-    cohort_path_for,
-    hard_negatives,
-    phrase_scores,
-)
+from edge.budget import KeywordBudget, budget_for_template, hard_negatives, phrase_scores
+from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.config import Config, DetectorConfig
 from edge.templates import Template
 

@@ -14,15 +14,13 @@ import pytest
 from edge.budget import (
     MAX_THRESHOLD,
     MIN_THRESHOLD,
-    Cohort,
-    CohortError,
     TailModel,
     budget_for_template,
-    cohort_path_for,
     hard_negatives,
     trigger_peaks,
     trigger_scores,
 )
+from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.config import Config, DetectorConfig
 from edge.detector import TriggerSmoother
 from edge.resolver import KeywordResolver

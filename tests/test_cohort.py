@@ -11,7 +11,7 @@ import pytest
 
 from conversion.cohort import CohortSources, build_cohort, noise_streams, speechocean_train_streams
 from edge.audio import load_audio, write_wav
-from edge.budget import Cohort, cohort_path_for
+from edge.cohort import Cohort, cohort_path_for
 from edge.config import DetectorConfig
 from edge.model import load_model
 from tests.edge_fixtures import random_model_path  # noqa: F401  (a fixture)

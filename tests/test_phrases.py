@@ -13,7 +13,8 @@ from gpiozero import LED
 from gpiozero.pins.mock import MockFactory
 
 from edge.audio import load_audio
-from edge.budget import Cohort, phrase_scores
+from edge.budget import phrase_scores
+from edge.cohort import Cohort
 from edge.commands import cut_take, enroll_from_audio
 from edge.config import DetectorConfig
 from edge.detector import Detector, KeywordMatcher

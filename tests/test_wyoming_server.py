@@ -416,7 +416,7 @@ def test_a_live_client_in_10ms_chunks_is_read_in_bulk_and_heard_in_time(
 
 def test_wake_words_get_the_daemons_thresholds(state_dir: Path, encoder: Encoder, tmp_path: Path) -> None:
     """With a cohort beside the model, a wake word's threshold is its false-alarm budget's, as in the daemon."""
-    from edge.budget import Cohort, cohort_path_for
+    from edge.cohort import Cohort, cohort_path_for
     from edge.config import Config
     from edge.resolver import KeywordResolver
     from edge.wyoming_events import KeywordCatalog
