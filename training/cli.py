@@ -4,6 +4,7 @@ Examples:
   kws-train train --config training/configs/pretrain.toml
   kws-train train --config training/configs/finetune.toml --set train.epochs=3 --name ft-short
   torchrun --nproc_per_node=2 -m training.cli train --config training/configs/edge.toml
+  kws-train targets --config training/configs/edge.toml     # teacher targets only (cached), no training
   kws-train ship runs/edge/best.pt training/shipped/udkws_edge.pt
   kws-train data stats
 """
@@ -51,6 +52,27 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_targets(args: argparse.Namespace) -> int:
+    """Build every teacher target (and room copy) a config's run needs, without training: the slow part
+    that `kws-train train` would otherwise do first, cached for it (and resumable when interrupted)."""
+    from training.config import load_config
+    from training.data.room_copies import with_room_copies
+    from training.distributed import setup_distributed
+    from training.models import build_model
+    from training.objective import build_distillation
+    from training.prepare import prepare_data
+
+    config = load_config(args.config, _overrides(args))
+    ctx = setup_distributed("cpu")
+    data = prepare_data(config.data, config.run.seed, None, config.run.progress)
+    data = with_room_copies(config.data, config.run.seed, data, config.run.progress)
+    built = build_distillation(config, data, ctx, build_model(config.model.name, dict(config.model.params)))
+    for name, targets in (("first teacher", built.targets), ("second teacher", built.second_targets)):
+        if targets is not None:
+            print(f"{name}: {len(targets)} targets in {targets.directory}")
+    return 0
+
+
 def _run_ship(args: argparse.Namespace) -> int:
     from training.checkpoint import ship_checkpoint
 
@@ -74,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kws-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default: warnings)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,ship,data}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,targets,ship,data}")
 
     train = commands.add_parser(
         "train",
@@ -106,6 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="speech data (default: $KWS_DATA_DIR or ../shared/data)"
     )
     train.set_defaults(func=_run_train)
+
+    targets = commands.add_parser(
+        "targets",
+        help="build a config's teacher targets and room copies (cached) without training",
+    )
+    targets.add_argument("--config", type=Path, default=None, help="TOML config (training/configs/*.toml)")
+    targets.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as for train"
+    )
+    for flag in ("--name", "--out-dir", "--resume", "--init-from", "--device", "--data-dir"):
+        targets.add_argument(flag, default=None, help=argparse.SUPPRESS)
+    for flag in ("--epochs", "--seed"):
+        targets.add_argument(flag, type=int, default=None, help=argparse.SUPPRESS)
+    targets.add_argument("--max-minutes", type=float, default=None, help=argparse.SUPPRESS)
+    targets.set_defaults(func=_run_targets)
 
     ship = commands.add_parser(
         "ship", help="copy a checkpoint without its training state (small, for release)"

@@ -48,8 +48,9 @@ class RunConfig:
 @dataclass(frozen=True)
 class DataConfig:
     data_dir: str = ""  # "" = $KWS_DATA_DIR or ../shared/data
-    extra_roots: tuple[str, ...] = ()  # generated corpora (same manifest format); missing ones are an error
-    optional_roots: tuple[str, ...] = ()  # generated corpora used when present (e.g. corpora/synthetic)
+    # Generated corpora (same manifest format): a path, or a name of training.data.corpora ("kokoro").
+    extra_roots: tuple[str, ...] = ()  # missing ones are an error
+    optional_roots: tuple[str, ...] = ()  # used when present (e.g. corpora/synthetic, "speechocean762")
     datasets: tuple[str, ...] = ()  # () = every word corpus found
     exclude_words: tuple[str, ...] = ()  # labels never trained on (e.g. "zh:yi")
     english_only: bool = False  # keep only labels without a language prefix (the fine-tuning stage)
@@ -66,6 +67,13 @@ class DataConfig:
         ""  # clips never trained on: a file of clip keys, or a `kws-train data filter` report
     )
     pack: str = ""  # a feature pack (`kws-train data pack`) read instead of the manifests and audio
+    # Rooms, noise and misaligned windows for the student (training/data/room_copies.py): > 0 cached copies
+    # per clip, served instead of the clean window with probability room_share; teacher targets stay clean.
+    room_copies: int = 0
+    room_share: float = 0.5
+    rooms: str = "rooms"  # the rooms corpus (its `train` rows only): a registered name or a path
+    room_params: Mapping[str, Any] = field(default_factory=dict)  # fields of RoomAugmentConfig
+    room_jobs: int = 1  # processes that compute missing copies
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,12 @@ class DistillConfig:
     kind: str = "cosine"
     jobs: int = 1  # processes that compute missing teacher targets (one teacher each)
     augmented_copies: int = 0  # > 0: also targets of that many augmented copies per clip, trained on in turn
+    # A second teacher with a frame sequence (training/distill/frames.py), e.g. "whisper-tiny.en"; "" = off.
+    second_teacher: str = ""
+    second_weight: float = 0.0
+    second_kind: str = (
+        "frames"  # frames: a head on the student's last-block frames | pooled: on the embedding
+    )
 
 
 @dataclass(frozen=True)
@@ -145,19 +159,38 @@ class TrainingConfig:
             "run.device": self.run.device in ("auto", "cpu", "cuda"),
             "distill.jobs": self.distill.jobs >= 1,
             "distill.augmented_copies": self.distill.augmented_copies >= 0,
+            "distill.second_weight": self.distill.second_weight >= 0,
+            "distill.second_kind": self.distill.second_kind in ("frames", "pooled"),
+            "data.room_copies": self.data.room_copies >= 0,
+            "data.room_share": 0.0 <= self.data.room_share <= 1.0,
+            "data.room_jobs": self.data.room_jobs >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {', '.join(bad)}")
-        if self.loss.weight == 0 and self.distill.weight == 0:
+        if self.loss.weight == 0 and self.distill.weight == 0 and self.distill.second_weight == 0:
             raise ConfigError("loss.weight and distill.weight are both 0: nothing to train on")
         if self.data.pack and self.distill.weight > 0:
             raise ConfigError(
                 "data.pack holds no audio for the teacher: distillation needs the clips themselves"
             )
-        if self.train.sampler == "shuffle" and self.loss.weight > 0:
+        if (
+            self.train.sampler == "shuffle"
+            and self.loss.weight > 0
+            and self.loss.name not in CLASSIFIER_LOSSES
+        ):
             raise ConfigError(
-                "train.sampler = 'shuffle' needs loss.weight = 0: the label losses need N x M batches"
+                f"train.sampler = 'shuffle' needs loss.weight = 0 or a classifier loss {CLASSIFIER_LOSSES}: "
+                f"{self.loss.name!r} needs N x M batches"
+            )
+        if self.distill.second_weight > 0 and not self.distill.second_teacher:
+            raise ConfigError(
+                "distill.second_weight > 0 needs distill.second_teacher (e.g. 'whisper-tiny.en')"
+            )
+        if self.data.room_copies > 0 and (self.data.pack or self.data.augment or self.data.random_placement):
+            raise ConfigError(
+                "data.room_copies works on the cached-feature path: data.augment and data.random_placement "
+                "false, and no data.pack"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +204,8 @@ def _plain(value: Any) -> Any:
 
 
 _SECTION_CLASSES: dict[str, type[Any]] = get_type_hints(TrainingConfig)
+# Losses that classify each embedding on its own, so any batch works (no N words x M takes structure).
+CLASSIFIER_LOSSES = ("softmax", "amsoftmax")
 
 
 def _merge(base: dict[str, dict[str, Any]], updates: Mapping[str, Any], where: str) -> None:

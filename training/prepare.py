@@ -36,15 +36,18 @@ log = logging.getLogger(__name__)
 
 
 def corpus_roots(config: DataConfig) -> list[Path]:
-    """The shared data directory, every `extra_roots` corpus, and the `optional_roots` that exist."""
+    """The shared data directory, every `extra_roots` corpus, and the `optional_roots` that exist. Each entry is
+    a registered corpus name (`training.data.corpora`: "kokoro", "speechocean762", ...) or a path."""
+    from training.data.corpora import resolve_root
+
     roots = [kws_data_dir(config.data_dir or None)]
     for extra in config.extra_roots:
-        path = _repo_path(extra)
+        path = resolve_root(extra)
         if not (path / MANIFEST_NAME).is_file():
             raise FileNotFoundError(f"data.extra_roots: {path} holds no {MANIFEST_NAME}")
         roots.append(path)
     for optional in config.optional_roots:
-        path = _repo_path(optional)
+        path = resolve_root(optional)
         if (path / MANIFEST_NAME).is_file():
             roots.append(path)
         else:
@@ -155,7 +158,12 @@ class CachedFeatureDataset(Dataset[dict[str, Any]]):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        window = self.features[index].astype(np.float32)
+        return self.shifted(self.features[index].astype(np.float32), index)
+
+    def shifted(self, window: npt.NDArray[np.float32], index: int) -> dict[str, Any]:
+        """The item of clip `index` with `window` (its clean features, or a room copy's) randomly shifted;
+        `shift` is the shift in frames (positive: later), which frame-sequence targets follow."""
+        shift = 0
         if self.shift_frames > 0:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             shift = int(rng.integers(-self.shift_frames, self.shift_frames + 1))
@@ -166,27 +174,36 @@ class CachedFeatureDataset(Dataset[dict[str, Any]]):
                     window[:shift] = window[shift]
                 else:
                     window[shift:] = window[shift - 1]
-        return {"features": torch.from_numpy(window), "label": self.labels[index], "key": self.keys[index]}
+        return {
+            "features": torch.from_numpy(window),
+            "label": self.labels[index],
+            "key": self.keys[index],
+            "shift": shift,
+        }
 
 
 class MfccCollate:
-    """Batch of items -> (features [B, frames, n_mfcc] normalised, labels [B], keys).
+    """Batch of items -> (features [B, frames, n_mfcc] normalised, labels [B], keys, shifts [B]).
 
     Items carry either `audio` (augmented on the fly: MFCC computed here, in the DataLoader workers) or
-    cached `features`.
+    cached `features`; `shift` (frames the window moved against the clean one the targets come from) is 0
+    where an item has none.
     """
 
     def __init__(self, feature_mean: Sequence[float], feature_std: Sequence[float]) -> None:
         self.mean = np.asarray(feature_mean, dtype=np.float32)
         self.std = np.asarray(feature_std, dtype=np.float32)
 
-    def __call__(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def __call__(
+        self, items: list[dict[str, Any]]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
         raw = [
             item["features"].numpy() if "features" in item else mfcc(item["audio"].numpy()) for item in items
         ]
         features = np.stack([(window - self.mean) / self.std for window in raw])
         labels = torch.tensor([item["label"] for item in items], dtype=torch.long)
-        return torch.from_numpy(features.astype(np.float32)), labels, [item["key"] for item in items]
+        shifts = torch.tensor([int(item.get("shift", 0)) for item in items], dtype=torch.long)
+        return torch.from_numpy(features.astype(np.float32)), labels, [item["key"] for item in items], shifts
 
 
 @dataclass(frozen=True)

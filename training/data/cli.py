@@ -74,7 +74,46 @@ def format_stats(title: str, rows: Sequence[CorpusStats]) -> str:
     return "\n".join(lines)
 
 
+def run_registry_stats(names: Sequence[str]) -> int:
+    """Stats of every built registered corpus (or of `names`), a hint for each missing one, and the rooms."""
+    from training.data.corpora import built_corpora
+
+    built, missing = built_corpora(names=names)
+    everything: list[Clip] = []
+    for corpus in built:
+        if corpus.role == "speech":
+            clips = corpus.clips()
+            everything.extend(clips)
+            print(format_stats(f"{corpus.name}: {corpus.root()} ({corpus.license})", corpus_stats(clips)))
+        else:
+            print(format_sounds(corpus.name, corpus.root()))
+        print()
+    if len([c for c in built if c.role == "speech"]) > 1:
+        print(format_stats("all speech corpora together", corpus_stats(everything)))
+    for corpus in missing:
+        print(corpus.missing_hint())
+    return 0
+
+
+def format_sounds(name: str, root: Path) -> str:
+    """Files and hours per kind and split of a rooms/noise set (`sounds.csv`)."""
+    from collections import Counter
+
+    from training.data.rooms import read_sounds
+
+    files: Counter[tuple[str, str]] = Counter()
+    seconds: Counter[tuple[str, str]] = Counter()
+    for row in read_sounds(root):
+        files[(row["kind"], row["split"])] += 1
+        seconds[(row["kind"], row["split"])] += float(row["seconds"])
+    lines = [f"{name}: {root}", f"{'kind':<14} {'split':<6} {'files':>6} {'hours':>7}", "-" * 36]
+    lines += [f"{k:<14} {s:<6} {files[(k, s)]:>6} {seconds[(k, s)] / 3600:>7.2f}" for k, s in sorted(files)]
+    return "\n".join(lines)
+
+
 def run_stats(args: argparse.Namespace) -> int:
+    if args.corpus or (args.data_dir is None and not args.root):
+        return run_registry_stats(args.corpus)
     roots: list[Path] = []
     try:
         roots.append(kws_data_dir(args.data_dir))
@@ -158,6 +197,13 @@ def _add_stats(subparsers: Any) -> None:
     parser.add_argument(
         "--root", action="append", default=[], help="a generated corpus root with a manifest.csv (repeatable)"
     )
+    parser.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        help="a registered corpus (shared, synthetic, lsk, speechocean762, kokoro, rooms; repeatable). "
+        "Without --corpus, --data-dir or --root: every built corpus",
+    )
     parser.set_defaults(func=run_stats)
 
 
@@ -196,6 +242,13 @@ _BUILDERS = {
         "cut LibriSpeech Keywords clips from LibriSpeech + alignments",
     ),
     "filter": ("training.data.filtering", "filter_main", "filter a corpus (ASR or embedding filter)"),
+    "speechocean": (
+        "training.data.speechocean",
+        "build_speechocean_main",
+        "cut speechocean762 train speakers' words (alignment + ASR filter)",
+    ),
+    "kokoro": ("training.data.kokoro", "build_kokoro_main", "render the Kokoro many-word corpus (resumable)"),
+    "rooms": ("training.data.rooms", "build_rooms_main", "impulse responses and noise beds, train/eval"),
 }
 
 
@@ -224,10 +277,10 @@ def split_builder_argv(argv: Sequence[str]) -> tuple[str, list[str]] | None:
 
 
 def add_data_commands(subparsers: Any) -> None:
-    """Add `data stats|bench|pack|synthetic|lsk|filter` to a command line's subparsers (`args.func(args)` runs it)."""
+    """Add `data stats|bench|pack|<builders>` to a command line's subparsers (`args.func(args)` runs it)."""
     data = subparsers.add_parser("data", help="inspect and build the speech corpora")
     data_commands = data.add_subparsers(
-        dest="data_command", required=True, metavar="{stats,bench,pack,synthetic,lsk,filter}"
+        dest="data_command", required=True, metavar="{stats,bench,pack," + ",".join(_BUILDERS) + "}"
     )
     _add_stats(data_commands)
     _add_bench(data_commands)

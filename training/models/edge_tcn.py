@@ -90,7 +90,15 @@ class EdgeTcn(nn.Module):
     def embedding_dim(self) -> int:
         return self.config.embedding_dim
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(features.transpose(1, 2)))
-        embedding: torch.Tensor = self.embedding(x.mean(dim=2))
+    def frames(self, features: torch.Tensor) -> torch.Tensor:
+        """The last block's output [B, channels, frames / 4]: what a frame-sequence teacher's head reads."""
+        frames: torch.Tensor = self.blocks(self.stem(features.transpose(1, 2)))
+        return frames
+
+    def pool(self, frames: torch.Tensor) -> torch.Tensor:
+        """Mean over time, then the linear embedding layer."""
+        embedding: torch.Tensor = self.embedding(frames.mean(dim=2))
         return embedding
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.frames(features))
