@@ -161,7 +161,7 @@ class Daemon:
             from edge.mqtt import MqttPublisher
 
             self.mqtt = MqttPublisher(config.mqtt, self.events.emit)  # a bad password file fails here
-        self.wyoming: Any = None  # edge.wyoming_server.WakeServerThread once started
+        self.wyoming: Any = None  # edge.wyoming_hosting.WakeServerThread once started
         # A count, not a list: each detection holds 1.5 s of audio, and a list grew by ~3 MB per hour of speech.
         self.detection_count = 0
         self._gestures: queue.Queue[Any] = queue.Queue()
@@ -280,7 +280,8 @@ class Daemon:
             self.mqtt.start()
         if self.config.wyoming.enabled:
             from edge.model import load_model
-            from edge.wyoming_server import WakeServer, WakeServerThread
+            from edge.wyoming_hosting import WakeServerThread
+            from edge.wyoming_server import WakeServer
 
             encoder = load_model(self.encoder.model_path, num_threads=self.config.model.num_threads)
             resolver = self.resolver.fork()  # the server's own thread: its own cache, the same cohort

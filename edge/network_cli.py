@@ -28,7 +28,8 @@ def _cmd_wyoming(args: argparse.Namespace, load: ConfigLoader) -> int:
     from edge.outputs import EventSink, SystemdNotifier
     from edge.resolver import KeywordResolver
     from edge.templates import TemplateStore
-    from edge.wyoming_server import WakeServer, serve_until_stopped
+    from edge.wyoming_hosting import serve_until_stopped
+    from edge.wyoming_server import WakeServer
 
     config = load(args, **{"wyoming.uri": args.uri, "detector.threshold": args.threshold})
     if not args.verbose:

@@ -33,7 +33,8 @@ from edge.config import Config, GpioConfig, OutputConfig, StateConfig, WyomingCo
 from edge.model import load_model
 from edge.sources import StdinSource
 from edge.templates import Template, TemplateStore
-from edge.wyoming_server import WakeServer, WakeServerThread
+from edge.wyoming_hosting import WakeServerThread
+from edge.wyoming_server import WakeServer
 
 __all__ = ["run_wyoming_bench"]
 

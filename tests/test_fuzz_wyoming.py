@@ -45,7 +45,8 @@ from edge.model import load_model
 from edge.templates import Template, TemplateStore
 from edge.wyoming_events import MAX_BODY_BYTES, MAX_HEADER_BYTES, PcmConverter, PcmFormat, ProtocolError
 from edge.wyoming_events import read_event as server_read_event
-from edge.wyoming_server import WakeServer, WakeServerThread
+from edge.wyoming_hosting import WakeServerThread
+from edge.wyoming_server import WakeServer
 from tests.edge_fixtures import KeywordStream, keyword_stream, random_model_path  # noqa: F401
 from tests.test_wyoming_server import encode_pcm
 

@@ -33,6 +33,7 @@ from edge.audio import load_audio  # noqa: E402
 from edge.bench import run_frontend_bench  # noqa: E402
 from edge.config import load_config  # noqa: E402
 from edge.model import load_model  # noqa: E402
+from edge.resolver import KeywordResolver  # noqa: E402
 from training.bench.condition_streams import ConditionsConfig  # noqa: E402
 from training.bench.conditions import QUICK_CONDITIONS, run_conditions  # noqa: E402
 from training.bench.costs import (  # noqa: E402
@@ -117,7 +118,22 @@ def run_bench(
     encoder_curve = threshold_curve(
         encoder_pass.windows, settings, truth, seconds, thresholds, TOLERANCE_S, progress=not args.no_progress
     )
+    # The daemon's own rule: each keyword's budget threshold and look-alike negatives from the model's cohort.
+    resolver = KeywordResolver.for_model(edge_config, args.model, encoder.sha256)
+    resolved = resolver.resolve(templates)
+    rule_pass = run_encoder_pass(
+        encoder, audio, [r.template for r in resolved], settings, progress=not args.no_progress
+    )
+    rule = score_events(rule_pass.detections, truth, stream.keywords, seconds, TOLERANCE_S)
     accuracy: dict[str, Any] = {
+        "shipped_rule": rule.summary()
+        | {
+            "false_alarms_per_hour_budget": settings.false_alarms_per_hour,
+            "hard_negatives": settings.hard_negatives,
+            "cohort_hours": resolver.cohort_hours,
+            "thresholds": {r.template.name: float(r.template.threshold or 0.0) for r in resolved},
+            "threshold_sources": sorted({r.threshold_source for r in resolved}),
+        },
         "threshold": settings.threshold,
         "hours": seconds / 3600,
         "tolerance_s": TOLERANCE_S,
@@ -170,7 +186,7 @@ def run_bench(
     clock.mark("DTW baseline")
     excerpt = min(args.cost_seconds, seconds)
     daemon, daemon_events = daemon_costs(args.model, state_dir, config_path, audio, excerpt, args)
-    in_excerpt = [e for e in encoder_pass.detections if e.time_s <= excerpt]
+    in_excerpt = [e for e in rule_pass.detections if e.time_s <= excerpt]
     cost["daemon"] = daemon
     cost["excerpt_s"] = excerpt
     cost["daemon_matches_in_process"] = "identical" if same_events(daemon_events, in_excerpt) else "DIFFERENT"
