@@ -33,6 +33,7 @@ from edge.commands import stream_embeddings
 from edge.config import DetectorConfig
 from edge.fileio import file_sha256
 from edge.model import Encoder
+from training.data.kaldi import read_kaldi_part
 from training.data.manifest import COMMAND_WORDS
 from training.data.vocabulary import COMMAND_WORD_RELATIVES
 
@@ -72,17 +73,6 @@ def _holds_forbidden(text: str) -> bool:
     return any(word.strip(".,!?;:'\"").lower() in _FORBIDDEN_WORDS for word in text.split())
 
 
-def _kaldi_table(path: Path) -> dict[str, str]:
-    table = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.strip().partition(" ")
-        if "\t" in key:
-            key, _, value = line.strip().partition("\t")
-        if key:
-            table[key] = value.strip()
-    return table
-
-
 def speechocean_train_streams(root: Path, hours: float, seed: int) -> Iterator[Stream]:
     """One stream per train speaker (sentences joined by 0.3-0.8 s pauses), speakers in a seeded order."""
     train = root / "train"
@@ -90,11 +80,10 @@ def speechocean_train_streams(root: Path, hours: float, seed: int) -> Iterator[S
         raise FileNotFoundError(f"{train}/wav.scp: not a speechocean762 checkout (expected train/wav.scp)")
     if (root / "test").resolve() == train.resolve():
         raise ValueError(f"{root}: the test speakers are reserved for measuring false alarms")
-    wavs, texts, speakers = (_kaldi_table(train / name) for name in ("wav.scp", "text", "utt2spk"))
-    by_speaker: dict[str, list[str]] = defaultdict(list)
-    for utterance in sorted(wavs):
-        if not _holds_forbidden(texts.get(utterance, "")):
-            by_speaker[speakers[utterance]].append(utterance)
+    by_speaker: dict[str, list[Path]] = defaultdict(list)
+    for utterance in read_kaldi_part(root):  # refuses a test speaker in the train list
+        if not _holds_forbidden(utterance.text):
+            by_speaker[utterance.speaker].append(utterance.wav)
     rng = random.Random(seed)
     order = sorted(by_speaker)
     rng.shuffle(order)
@@ -103,9 +92,9 @@ def speechocean_train_streams(root: Path, hours: float, seed: int) -> Iterator[S
         if budget <= 0:
             return
         pieces: list[np.ndarray] = []
-        for utterance in by_speaker[speaker]:
+        for wav in by_speaker[speaker]:
             pieces += [
-                load_audio(root / wavs[utterance]),
+                load_audio(wav),
                 np.zeros(int(rng.uniform(0.3, 0.8) * RATE), np.float32),
             ]
         audio = np.concatenate(pieces)

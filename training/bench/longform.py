@@ -30,6 +30,7 @@ import numpy.typing as npt
 from edge.audio import load_audio
 from training.bench.condition_streams import ConditionsConfig, compose_stream
 from training.bench.streams import RATE, TRUTH_FORMAT, BenchStream, build_once, level_speech, write_stream
+from training.data.kaldi import read_split
 from training.data.manifest import COMMAND_WORDS
 from training.data.vocabulary import COMMAND_WORD_RELATIVES
 
@@ -56,20 +57,6 @@ EXTRA_EXCLUDED = frozenset({"downstairs", "upstairs", "upward", "upwards", "upto
 WORD = re.compile(r"[a-z']+")
 
 
-def _table(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected a Kaldi data folder: text, wav.scp, utt2spk)")
-    rows = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        key, _, value = line.strip().partition(" ") if "\t" not in line else line.strip().partition("\t")
-        if not key:
-            raise ValueError(f"{path}:{number}: expected '<utterance-id> <value>', got {line!r}")
-        rows[key] = value.strip()
-    return rows
-
-
 def read_kaldi_split(corpus: Path, split: str) -> list[dict[str, str]]:
     """Utterances of one split of a Kaldi-style corpus: id, speaker, text and the audio path (absolute)."""
     folder = corpus / split
@@ -78,13 +65,9 @@ def read_kaldi_split(corpus: Path, split: str) -> list[dict[str, str]]:
             f"{folder}: no such folder (speechocean762, whose test speakers are the long-form speech negatives: "
             "pass --speechocean DIR or set KWS_SPEECHOCEAN_DIR; --no-conditions skips the conditions)"
         )
-    text, wavs, speakers = (_table(folder / name) for name in ("text", "wav.scp", "utt2spk"))
-    missing = sorted(u for u in wavs if u not in text or u not in speakers)
-    if missing:
-        raise ValueError(f"{folder}: utterances without text or speaker, e.g. {missing[:3]}")
     return [
-        {"id": utt, "speaker": speakers[utt], "text": text[utt], "path": str(corpus / wavs[utt])}
-        for utt in sorted(wavs)
+        {"id": u.utt, "speaker": u.speaker, "text": u.text, "path": str(u.wav)}
+        for u in read_split(corpus, split, hint="")
     ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from edge.fileio import atomic_write_text
 from training.bench.report_conditions import plot_conditions, render_conditions
 from training.bench.soak_report import soak_section
+from training.figures import save_figure
 
 __all__ = ["frr_at_fa", "plot_curves", "render_markdown", "render_table", "write_report"]
 
@@ -316,12 +317,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 def write_report(results: dict[str, Any], markdown_path: Path, png_path: Path) -> None:

@@ -3,11 +3,11 @@ false accepts per hour per keyword, one curve per condition), from the results' 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from training.bench.experiments import BY_NAME, ConditionTable
+from training.figures import save_figure
 
 __all__ = ["plot_conditions", "render_conditions"]
 
@@ -160,9 +160,4 @@ def plot_conditions(results: dict[str, Any], path: Path) -> Path | None:
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return save_figure(figure, path, dpi=110)

@@ -7,11 +7,11 @@ rest of BENCHMARKS.md, appends the same section from the committed results file,
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from edge.fileio import atomic_write_json, atomic_write_text
+from training.figures import save_figure
 
 __all__ = ["BEGIN", "END", "render_section", "soak_section", "write_soak_report"]
 
@@ -106,11 +106,7 @@ def plot_soak(results: dict[str, Any], path: Path) -> Path:
         axis.grid(True, alpha=0.3)
     rss_axis.set_title(f"kws-edge run over {results['simulated_hours']:g} simulated hours")
     figure.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return save_figure(figure, path, dpi=100)
 
 
 def soak_section(docs_dir: Path) -> str:

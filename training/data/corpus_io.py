@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +24,9 @@ from edge.fileio import atomic_write_bytes as write_atomically
 from edge.fileio import atomic_write_json as write_json_atomically
 from edge.fileio import atomic_write_text as write_text_atomically
 from training.data.manifest import MANIFEST_COLUMNS
+from training.figures import save_figure
+
+ConfigT = TypeVar("ConfigT")
 
 __all__ = [
     "atomic_write_bytes",
@@ -161,6 +164,27 @@ def merge_options(
     return merged
 
 
+def builder_config(
+    args: Any,
+    config_type: type[ConfigT],
+    section: str,
+    comma_lists: Sequence[str] = (),
+    repeated: Sequence[str] = (),
+) -> ConfigT:
+    """A corpus builder's config: its command line over the `[section]` of `args.config` (TOML) over the
+    dataclass defaults. `comma_lists` are options given as "a,b,c", `repeated` ones (action="append") arrive as
+    lists: both become tuples, as the frozen configs hold them."""
+    cli = {field.name: getattr(args, field.name, None) for field in fields(config_type)}  # type: ignore[arg-type]
+    for name in comma_lists:
+        if cli[name] is not None:
+            cli[name] = tuple(item.strip() for item in cli[name].split(",") if item.strip())
+    for name in repeated:
+        if cli[name] is not None:
+            cli[name] = tuple(cli[name])
+    toml = load_toml_options(getattr(args, "config", None), section, config_type)
+    return config_type(**merge_options({}, toml, cli))
+
+
 def sequence_text(items: Sequence[str], limit: int = 10) -> str:
     shown = ", ".join(items[:limit])
     return f"{shown}, ... ({len(items)} in all)" if len(items) > limit else shown
@@ -188,5 +212,4 @@ def plot_durations(seconds_by_group: Mapping[str, Sequence[float]], path: Path, 
     axes.set_title(title)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)

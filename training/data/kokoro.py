@@ -27,7 +27,7 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 
 from training.data.corpus_io import (
-    load_toml_options,
-    merge_options,
+    builder_config,
     write_json_atomic,
     write_manifest,
 )
@@ -387,15 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
 def build_kokoro_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli = {field.name: getattr(args, field.name, None) for field in fields(KokoroConfig)}
-    for name in ("voices", "exclude_voices"):
-        if cli[name] is not None:
-            cli[name] = tuple(item.strip() for item in cli[name].split(",") if item.strip())
-    if cli["exclude_words"] is not None:
-        cli["exclude_words"] = tuple(cli["exclude_words"])
     try:
-        config = KokoroConfig(
-            **merge_options({}, load_toml_options(args.config, "kokoro", KokoroConfig), cli)
+        config = builder_config(
+            args, KokoroConfig, "kokoro", comma_lists=("voices", "exclude_voices"), repeated=("exclude_words",)
         )
         summary = build_kokoro(config)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

@@ -18,7 +18,7 @@ import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,8 @@ import numpy as np
 from edge.audio import TARGET_RATE, load_audio
 from training.data.alignments import AlignedWord, read_alignments
 from training.data.corpus_io import (
+    builder_config,
     clip_seconds_if_valid,
-    load_toml_options,
-    merge_options,
     write_flac_atomic,
     write_json_atomic,
     write_manifest,
@@ -333,11 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 def build_lsk_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli = {field.name: getattr(args, field.name, None) for field in fields(LskConfig)}
-    if cli["exclude_words"] is not None:
-        cli["exclude_words"] = tuple(cli["exclude_words"])
     try:
-        config = LskConfig(**merge_options({}, load_toml_options(args.config, "lsk", LskConfig), cli))
+        config = builder_config(args, LskConfig, "lsk", repeated=("exclude_words",))
         summary = build_lsk(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}")

