@@ -41,6 +41,7 @@ __all__ = [
     "ProtocolError",
     "phrase_of",
     "read_event",
+    "read_event_sized",
     "refuse",
     "timestamp_of",
 ]
@@ -90,12 +91,18 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 async def read_event(reader: asyncio.StreamReader) -> Event | None:
     """The next Wyoming event, None when the connection closed; ProtocolError for anything malformed."""
+    event, _ = await read_event_sized(reader)
+    return event
+
+
+async def read_event_sized(reader: asyncio.StreamReader) -> tuple[Event | None, int]:
+    """`read_event`, and the bytes the event took on the wire (header line, data and payload)."""
     try:
         line = await reader.readline()
     except ValueError:  # asyncio's LimitOverrunError: no newline within the reader's limit
         raise ProtocolError(f"event header longer than {MAX_HEADER_BYTES} bytes") from None
     if not line.endswith(b"\n"):
-        return None  # closed, possibly in the middle of a header
+        return None, len(line)  # closed, possibly in the middle of a header
     header = _json_object(line, "event header")
     event_type = header.get("type")
     if not isinstance(event_type, str) or not event_type:
@@ -111,8 +118,8 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
             data = {**data, **_json_object(await reader.readexactly(data_length), f"{event_type:.40} data")}
         payload = await reader.readexactly(payload_length) if payload_length else None
     except asyncio.IncompleteReadError:
-        return None
-    return Event(type=event_type, data=data, payload=payload)
+        return None, len(line)
+    return Event(type=event_type, data=data, payload=payload), len(line) + data_length + payload_length
 
 
 async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str, code: str) -> None:

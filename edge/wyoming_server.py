@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import stat
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from edge.wyoming_events import (
     PcmConverter,
     PcmFormat,
     ProtocolError,
-    read_event,
+    read_event_sized,
     refuse,
     timestamp_of,
 )
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
 REST_OVERSHOOT_S = 0.005  # a live stream's socket is read again this long after its next window is due
+LOW_WATER_GRACE_S = 0.25  # how long past a window's due time a client may stop short before we read anyway
 
 
 class WakeSession(AsyncEventHandler):
@@ -78,13 +80,21 @@ class WakeSession(AsyncEventHandler):
         self.detected = False
         self._start_ms = 0
         self._catalog_version = -1
+        self._event_bytes = 0  # the size of the last event read, on the wire
+        self._low_water = 1  # SO_RCVLOWAT now set on the socket (1: the kernel's default)
+        self._low_water_reset: asyncio.TimerHandle | None = None
+        sock = writer.get_extra_info("socket")
+        # A TCP socket can wake the event loop only once a window's worth of chunks has arrived (SO_RCVLOWAT);
+        # other sockets rest by pausing the transport instead (see _rest_until_next_window).
+        self._tcp_socket = sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
 
     async def run(self) -> None:
         """Events until the client leaves, goes silent for idle_timeout_s, or sends something unusable."""
         try:
             while True:
                 try:
-                    event = await read_event(self.reader)  # the server closes silent connections
+                    # the server closes silent connections
+                    event, self._event_bytes = await read_event_sized(self.reader)
                     if event is None:
                         break
                     self.last_heard = time.monotonic()
@@ -100,6 +110,8 @@ class WakeSession(AsyncEventHandler):
         except Exception:  # a bug must cost one connection, never the service
             log.exception("wyoming client %s: internal error; closing the connection", self.peer)
         finally:
+            if self._low_water_reset is not None:
+                self._low_water_reset.cancel()
             self.writer.close()
             self.server.forget(self)
 
@@ -177,31 +189,64 @@ class WakeSession(AsyncEventHandler):
             self._apply_keywords()
         samples = self.converter.push(event.payload or b"")
         ready = self.batcher.push(samples)
+        # Chunks shorter than a hop are read in bulk: on TCP by the kernel's low-water mark (any size below a
+        # hop gains), elsewhere by pausing the transport (worth its timer only below half a hop).
+        hop_samples = self.detector_hop_s * TARGET_RATE
+        small = samples.shape[0] < (hop_samples if self._tcp_socket is not None else hop_samples / 2)
         if ready is not None:
             for detection in self.detector.push(ready):
                 await self._report(detection, timestamp_of(data))
-            if samples.shape[0] < self.detector_hop_s * TARGET_RATE / 2:  # small chunks: read them in bulk
-                await self._rest_until_next_window()
+            if small:
+                await self._rest_until_next_window(samples.shape[0])
+        elif small and self._low_water == 1 and self._tcp_socket is not None:
+            await self._rest_until_next_window(samples.shape[0])  # e.g. the first window of a stream
 
-    async def _rest_until_next_window(self) -> None:
-        """With live audio, stop reading the socket until the next window's last sample is due: the chunks that
-        arrive meanwhile (Home Assistant sends 10 ms ones) are then read in one wake-up instead of one each,
-        and wake-ups are most of what serving a stream costs. A window is evaluated about REST_OVERSHOOT_S
-        after its last sample; a client sending faster than real time (a file) is never held back."""
+    async def _rest_until_next_window(self, chunk_samples: int) -> None:
+        """With live audio, read nothing until the next window's last sample has arrived: the chunks that arrive
+        meanwhile (Home Assistant sends 10 ms ones) are then read in one wake-up instead of one each, and
+        wake-ups are most of what serving a stream costs. On TCP the kernel holds the socket unreadable until
+        that many bytes are queued (SO_RCVLOWAT), with a timer that lifts the mark should the client stop short
+        of it (an AudioStop, a Ping); elsewhere the transport pauses until the window is due, plus
+        REST_OVERSHOOT_S. A client sending faster than real time (a file) is never held back."""
         assert self.detector is not None
         audio_s = self.detector.samples_seen / TARGET_RATE
         live = audio_s <= 1.25 * (time.monotonic() - self._started_at) + 0.2  # no faster than real time
         transport = self.writer.transport
         if not live or not isinstance(transport, asyncio.Transport) or transport.is_closing():
+            self._set_low_water(1)
             return
+        wait_s = self.batcher.missing / TARGET_RATE
+        if self._tcp_socket is not None and chunk_samples > 0:
+            chunks = -(-self.batcher.missing // chunk_samples)
+            self._set_low_water(max(1, chunks * self._event_bytes))
+            if self._low_water_reset is not None:
+                self._low_water_reset.cancel()
+            self._low_water_reset = asyncio.get_running_loop().call_later(
+                wait_s + LOW_WATER_GRACE_S, self._set_low_water, 1
+            )
+            if self._low_water > 1:
+                return
         transport.pause_reading()
         try:
-            await asyncio.sleep(self.batcher.missing / TARGET_RATE + REST_OVERSHOOT_S)
+            await asyncio.sleep(wait_s + REST_OVERSHOOT_S)
         finally:
             if not transport.is_closing():
                 transport.resume_reading()
 
+    def _set_low_water(self, size: int) -> None:
+        """SO_RCVLOWAT of a TCP client's socket (1: wake on any byte); left at 1 where the kernel refuses."""
+        if self._tcp_socket is None or size == self._low_water:
+            return
+        try:
+            self._tcp_socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+            self._low_water = size
+        except OSError as error:  # closed, or a kernel without it: rest by pausing instead
+            log.debug("wyoming client %s: SO_RCVLOWAT %d refused (%s)", self.peer, size, error)
+            self._tcp_socket = None if size > 1 else self._tcp_socket
+            self._low_water = 1
+
     async def _stop(self) -> None:
+        self._set_low_water(1)  # what the client sends next (a Ping, a new stream) is read at once
         if self.converter is not None and self.detector is not None:
             for detection in self.detector.push(self.batcher.flush(self.converter.flush())):
                 await self._report(detection, None)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
-from wyoming.client import AsyncTcpClient
+from wyoming.client import AsyncClient, AsyncTcpClient, AsyncUnixClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
@@ -375,42 +375,74 @@ def test_more_clients_than_allowed_are_refused_politely(state_dir: Path, encoder
     assert Error.from_event(event).code == "busy" and "max_clients = 1" in Error.from_event(event).text
 
 
+async def _stream_live_10ms(client: AsyncClient, pcm: bytes) -> tuple[list[Event], float]:
+    """Home Assistant's way: AudioStart, 10 ms chunks at real time, AudioStop, then a Ping."""
+    await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for index, offset in enumerate(range(0, len(pcm), 320)):
+        await client.write_event(AudioChunk(16000, 2, 1, pcm[offset : offset + 320], timestamp=index * 10).event())
+        await asyncio.sleep(max(0.0, started + (index + 1) * 0.01 - loop.time()))
+    await client.write_event(AudioStop().event())
+    await client.write_event(Ping().event())
+    return await read_until_pong(client), loop.time() - started
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_a_live_client_in_10ms_chunks_is_read_in_bulk_and_heard_in_time(
-    state_dir: Path, encoder: Encoder, keyword_stream: KeywordStream, monkeypatch: pytest.MonkeyPatch
+    transport: str,
+    state_dir: Path,
+    encoder: Encoder,
+    keyword_stream: KeywordStream,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    """Home Assistant's 10 ms chunks at real time: between windows the server stops reading the socket (one
-    wake-up per window instead of ten) and still answers each window as its last sample arrives."""
+    """Home Assistant's 10 ms chunks at real time: between windows the server reads nothing (one wake-up per
+    window instead of ten: on TCP the kernel holds the socket until the window's bytes are in, elsewhere the
+    transport pauses), yet it answers each window as its last sample arrives and AudioStop and Ping at once."""
     from asyncio import selector_events
 
+    reads: list[int] = []
     pauses: list[float] = []
-    original = selector_events._SelectorSocketTransport.pause_reading
+    original_feed, original_pause = asyncio.StreamReader.feed_data, selector_events._SelectorSocketTransport.pause_reading
+
+    def counting_feed(self: asyncio.StreamReader, data: bytes) -> None:
+        reads.append(len(data))
+        original_feed(self, data)
 
     def counting_pause(self: Any) -> None:
         pauses.append(asyncio.get_running_loop().time())
-        original(self)
+        original_pause(self)
 
+    monkeypatch.setattr(asyncio.StreamReader, "feed_data", counting_feed)
     monkeypatch.setattr(selector_events._SelectorSocketTransport, "pause_reading", counting_pause)
     pcm = encode_pcm(load_audio(keyword_stream.path)[: 16000 * 4], 16000, 2, 1)  # the first keyword only
 
     async def scenario() -> tuple[list[Event], float]:
-        async with serving(encoder, state_dir) as port, AsyncTcpClient("127.0.0.1", port) as client:
-            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            for index, offset in enumerate(range(0, len(pcm), 320)):
-                await client.write_event(
-                    AudioChunk(16000, 2, 1, pcm[offset : offset + 320], timestamp=index * 10).event()
-                )
-                await asyncio.sleep(max(0.0, started + (index + 1) * 0.01 - loop.time()))
-            await client.write_event(AudioStop().event())
-            await client.write_event(Ping().event())
-            return await read_until_pong(client), loop.time() - started
+        if transport == "tcp":
+            async with serving(encoder, state_dir) as port, AsyncTcpClient("127.0.0.1", port) as client:
+                return await _stream_live_10ms(client, pcm)
+        path = tmp_path / "wake.sock"
+        server = WakeServer(
+            encoder, TemplateStore(state_dir), DetectorConfig(threshold=0.7), WyomingConfig(uri=f"unix://{path}")
+        )
+        await server.start()
+        try:
+            async with AsyncUnixClient(str(path)) as client:
+                return await _stream_live_10ms(client, pcm)
+        finally:
+            await server.close()
 
     events, wall_s = asyncio.run(scenario())
     (stamp,) = [Detection.from_event(e).timestamp for e in events if Detection.is_type(e.type)]
     start, end = keyword_stream.keyword_times[0]
     assert stamp is not None and start < stamp / 1000 <= end + SLACK_S
-    assert len(pauses) >= 10, pauses  # it rested between windows (about 25 windows in 4 s)
+    chunks = len(pcm) // 320
+    if transport == "tcp":
+        # 400 chunks; read one by one they would be >= 400 reads. About 25 windows in 4 s, plus the first 1.5 s.
+        assert len(reads) < chunks / 5, (len(reads), reads[:40])  # measured: 30
+    else:
+        assert len(pauses) >= 10, pauses
     assert wall_s < 4.0 * 5  # and did not hold the client back (generous: a loaded machine)
 
 
