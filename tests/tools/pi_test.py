@@ -36,8 +36,12 @@ STAGE = "/tmp/udkws-stage"
 # the int8 model's own fidelity to float (conversion requires mean >= 0.99, min >= 0.95).
 EMBED_MIN_COSINE = 0.97
 EMBED_MEAN_COSINE = 0.99
-# A rounding difference may move a detection by one evaluation hop, never change which keywords fire or how often.
-DETECTION_TIME_TOLERANCE_S = 0.1 + 1e-6
+# A rounding difference may move a detection by a few evaluation hops, never change which keywords fire or how
+# often. With a false-alarm budget the keyword's threshold sits higher on its score's rise (0.67 for the demo's
+# "happy", against 0.495 before), where a 1-2 % difference moves the 2-of-3 trigger by up to two hops: measured
+# 0.1 and 0.2 s on two of the demo's six detections. The demo's keywords are >= 3 s apart, so 0.3 s cannot pair
+# one utterance with another.
+DETECTION_TIME_TOLERANCE_S = 0.3 + 1e-6
 
 log = logging.getLogger("pi-test")
 
@@ -239,7 +243,7 @@ def detections(path: Path) -> list[tuple[str, float]]:
 
 
 def _same_detections(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
-    """Same keywords in the same order, each within one evaluation hop of the other machine's time."""
+    """Same keywords in the same order, each within DETECTION_TIME_TOLERANCE_S of the other machine's time."""
     return len(a) == len(b) and all(
         ka == kb and abs(ta - tb) <= DETECTION_TIME_TOLERANCE_S
         for (ka, ta), (kb, tb) in zip(a, b, strict=True)
