@@ -40,7 +40,7 @@ from training.data.corpus_io import (
     write_manifest,
 )
 from training.data.kokoro_engine import KokoroVoice, english_voice_names
-from training.data.kokoro_worker import DATASET, LICENSE, Task, render_chunk, worker_init
+from training.data.kokoro_worker import DATASET, LICENSE, Task, new_timing, render_chunk, worker_init
 from training.data.paths import REPO_ROOT
 
 __all__ = ["DATASET", "LICENSE", "KokoroConfig", "build_kokoro", "build_kokoro_main", "plan_speakers"]
@@ -234,15 +234,7 @@ def build_kokoro(config: KokoroConfig, vocabulary: Any = None) -> dict[str, Any]
         shard_dir = output / "shards"
         shard_count = (len(words) + config.shard_words - 1) // config.shard_words
         new_shards = 0
-        totals = {
-            "render_s": 0.0,
-            "asr_s": 0.0,
-            "rendered": 0,
-            "kept_existing": 0,
-            "failed": 0,
-            "asr_fallbacks": 0,
-            "asr_clips_alone": 0,
-        }
+        totals = new_timing()
         progress = tqdm(total=shard_count * config.shard_words * per_word, unit="clip", desc="kokoro corpus")
         for shard in range(shard_count):
             shard_words = words[shard * config.shard_words : (shard + 1) * config.shard_words]

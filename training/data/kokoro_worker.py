@@ -20,12 +20,13 @@ from edge.audio import TARGET_RATE, load_audio, resample
 from training.data.corpus_io import clip_seconds_if_valid, trim_silence, write_flac_atomic
 from training.data.kokoro_engine import KOKORO_RATE, KokoroVoice
 
-__all__ = ["ASR_GAP_SECONDS", "DATASET", "LICENSE", "Task", "render_chunk", "worker_init"]
+__all__ = ["ASR_GAP_SECONDS", "DATASET", "LICENSE", "Task", "new_timing", "render_chunk", "worker_init"]
 
 log = logging.getLogger(__name__)
 
 DATASET = "kokoro"
 LICENSE = "synthetic-kokoro-82M-Apache-2.0"
+TIMING_KEYS = ("render_s", "asr_s", "rendered", "kept_existing", "failed", "asr_fallbacks", "asr_clips_alone")
 
 # Worker state: one Kokoro session and one Whisper per process.
 _ENGINE: Any = None
@@ -88,19 +89,16 @@ def _asr_group(words: Sequence[str], clips: Sequence[np.ndarray]) -> tuple[list[
     return verdicts, int(len(clips) > 1), alone
 
 
+def new_timing() -> dict[str, float]:
+    """The counters a shard's rendering reports (seconds and clip counts), all at zero."""
+    return {key: 0.0 if key.endswith("_s") else 0 for key in TIMING_KEYS}
+
+
 def render_chunk(task: Task) -> dict[str, Any]:
     """Render (or find on disk) each word of the task for its speakers; ASR-check the clips when asked."""
     items, output_dir, check = task
     root = Path(output_dir)
-    timing = {
-        "render_s": 0.0,
-        "asr_s": 0.0,
-        "rendered": 0,
-        "kept_existing": 0,
-        "failed": 0,
-        "asr_fallbacks": 0,
-        "asr_clips_alone": 0,
-    }
+    timing = new_timing()
     done: list[tuple[int, str, KokoroVoice, str, float, np.ndarray, str | None]] = []
     decisions = []
     for word, speakers in items:
