@@ -11,7 +11,7 @@ import torch
 from tests.train_fixtures import one_torch_thread  # noqa: F401
 from training.checkpoint import load_checkpoint
 from training.cli import main as kws_train
-from training.config import load_config
+from training.config import ConfigError, load_config
 from training.train import train
 
 TINY_MODEL = "model.params={stem_channels = 16, blocks = [[16, 1], [24, 2]], embedding_dim = 32}"
@@ -104,6 +104,34 @@ def test_fine_tuning_freezes_early_layers_and_keeps_statistics(
             assert torch.equal(second.state_dict[key], value), key  # weights and BN statistics fixed
     assert not torch.equal(second.state_dict["embedding.weight"], stage1.state_dict["embedding.weight"])
     assert second.feature_mean == stage1.feature_mean
+
+
+def test_head_warmup_keeps_the_loaded_encoder_until_it_ends(
+    kws_data_dir: Path, tmp_path: Path, isolated_cache: Path
+) -> None:
+    first = train(load_config(None, [*tiny_overrides(kws_data_dir, tmp_path, "stage1"), "train.epochs=1"]))
+    stage1 = load_checkpoint(first.last_path)
+
+    def stage2(name: str, warmup_steps: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        overrides = [
+            *tiny_overrides(kws_data_dir, tmp_path, name),
+            "train.epochs=1",  # 3 steps
+            f"run.init_from='{first.last_path}'",
+            f"train.head_warmup_steps={warmup_steps}",
+            "train.learning_rate=1e-2",
+        ]
+        checkpoint = load_checkpoint(train(load_config(None, overrides)).last_path)
+        assert checkpoint.training_state is not None
+        return checkpoint.state_dict, checkpoint.training_state["loss"]
+
+    encoder, loss_head = stage2("all-warmup", 3)
+    for key, value in stage1.state_dict.items():
+        assert torch.equal(encoder[key], value), key  # weights and batch-norm statistics as loaded
+    assert not torch.equal(loss_head["angular.w"], torch.tensor(10.0))  # the head did learn
+    encoder, _ = stage2("warmup-then-encoder", 2)
+    assert not torch.equal(encoder["embedding.weight"], stage1.state_dict["embedding.weight"])
+    with pytest.raises(ConfigError, match="head_warmup_steps"):
+        load_config(None, ["train.head_warmup_steps=-1"])
 
 
 def test_cli_trains_and_ships(

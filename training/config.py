@@ -102,6 +102,10 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # > 0: cut epochs short (tests, smoke runs)
     max_minutes: float = 0.0  # > 0: stop after the epoch that passes this wall time
     freeze: tuple[str, ...] = ()  # parameter-name prefixes kept fixed (e.g. "stem", "blocks.0")
+    # The first n steps update only the heads (distillation projections, loss classifiers), the encoder and
+    # its batch-norm statistics stay as loaded: a stage that starts from a checkpoint without its heads
+    # (a shipped file) would otherwise be pushed about by a random head before the head has learnt anything.
+    head_warmup_steps: int = 0
     grad_clip: float = 5.0
 
 
@@ -150,6 +154,7 @@ class TrainingConfig:
             "train.words_per_batch": self.train.words_per_batch >= 2,
             "train.takes_per_word": self.train.takes_per_word >= 2,
             "train.learning_rate": self.train.learning_rate > 0,
+            "train.head_warmup_steps": self.train.head_warmup_steps >= 0,
             "loss.weight": self.loss.weight >= 0,
             "distill.weight": self.distill.weight >= 0,
             "validate.every_epochs": self.validate.every_epochs >= 1,

@@ -255,16 +255,26 @@ def _train_epoch(
     run.objective.train()
     for module in run.frozen:
         module.eval()
+    warmup_left = max(0, config.train.head_warmup_steps - epoch * steps_per_epoch)
+    if warmup_left:
+        run.encoder.eval()  # batch-norm statistics stay as loaded too
     sums: dict[str, float] = {}
     bar = tqdm(
         loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not progress
     )
     steps = 0
     for features, labels, keys, shifts in bar:
+        if steps == warmup_left > 0:
+            run.encoder.train()
+            for module in run.frozen:
+                module.eval()
         first, second = run.distillation.lookup(keys, ctx.device)
         total, parts = run.wrapped(features.to(ctx.device), labels.to(ctx.device), first, second, shifts)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if steps < warmup_left:
+            for parameter in run.encoder.parameters():
+                parameter.grad = None  # AdamW skips a parameter without a gradient (no decay either)
         if config.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
         optimizer.step()
