@@ -147,8 +147,11 @@ $(SYNTHETIC): | $(STAMP)
 	nice -n 10 $(BIN)/kws-train data synthetic --jobs $(DATA_JOBS)
 
 train: $(STAMP) $(DATA_STAMP) $(SYNTHETIC)
+	@test -f corpora/speechocean762/manifest.csv || { echo "make train: stage 2 needs speechocean762's words: \
+		make data SPEECHOCEAN=DIR (git clone https://github.com/jimbozhang/speechocean762)" >&2; exit 2; }
 	$(BIN)/kws-train train --config training/configs/edge.toml --name edge
-	$(BIN)/kws-train ship runs/edge/last.pt $(SHIPPED_CKPT)
+	$(BIN)/kws-train train --config training/configs/edge_i13.toml --name edge_i13
+	$(BIN)/kws-train ship runs/edge_i13/last.pt $(SHIPPED_CKPT)
 	rm -f $(SHIPPED_CKPT).prev
 	$(BIN)/kws-eval --checkpoint $(SHIPPED_CKPT) --shots 1 5 10 --seeds 0 1 2 --out runs/eval/udkws_edge
 
