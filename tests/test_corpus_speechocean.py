@@ -104,3 +104,29 @@ def test_cached_analysis_recut_with_other_thresholds(
     assert summary["clips"] > read_manifest(output).__len__()
     resumed = build_speechocean(config(again, min_speakers=1, min_probability=0.0))
     assert resumed["written"] == 0 and resumed["clips"] == summary["clips"]
+
+
+def test_whisper_spells_numbers_out_and_stale_analyses_rerun(
+    built: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    from training.data.asr import ASR_DECODING, WhisperAsr, numeral_tokens
+
+    asr = WhisperAsr()
+    tokenizer = asr.model.hf_tokenizer
+    suppressed = set(numeral_tokens(tokenizer))
+    assert {tokenizer.token_to_id("7"), tokenizer.token_to_id("%")} <= suppressed
+    assert tokenizer.token_to_id("Ġseven") not in suppressed
+    assert max(suppressed) < tokenizer.token_to_id("<|endoftext|>")
+    audio, _ = soundfile.read(str(FIXTURE / "WAVE" / "SPEAKER0006" / "000060031.flac"), dtype="float32")
+    # Whisper without the suppression wrote this sentence as one word, "5247", on some machines
+    assert [word.word for word in asr.words(audio)] == ["five", "two", "four", "seven"]
+
+    output, _ = built
+    again = tmp_path / "stale"
+    shutil.copytree(output / "analysis", again / "analysis")
+    stale = again / "analysis" / "000060031.json"
+    analysis = json.loads(stale.read_text())
+    assert analysis["asr_decoding"] == ASR_DECODING
+    stale.write_text(json.dumps({**analysis, "asr_decoding": "an older decoding", "asr": []}))
+    summary = build_speechocean(config(again, min_speakers=3, validation_fraction=0.34))
+    assert summary["analysed_sentences"] == 1 and summary["clips"] == len(read_manifest(output))

@@ -3,8 +3,10 @@
 
 `WhisperAsr(...).words(audio)` gives every recognised word with its start, end and probability (the
 speechocean762 filter: one pass per sentence scores every word); `.text(audio)` gives a plain transcript (the
-single-word Kokoro filter). Words are normalised: lower case, punctuation dropped, digits spelled out
-("3" -> "three": Whisper writes numbers as digits).
+single-word Kokoro filter). Decoding suppresses every token that holds a digit (or %, $, £, €), so Whisper
+spells numbers out as the corpora's texts do: left to itself it wrote speechocean762's "five two four seven"
+as one word "5247" on one machine and as four words on another, with the same pins. Words are normalised: lower case,
+punctuation dropped, any digits that remain spelled out ("3" -> "three").
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +25,13 @@ import numpy.typing as npt
 from training.data.filtering import character_error_rate
 
 __all__ = [
+    "ASR_DECODING",
     "AsrWord",
     "WhisperAsr",
     "cmudict",
     "heard_as",
     "normalise_word",
+    "numeral_tokens",
     "same_sound",
     "whisper_model_dir",
 ]
@@ -99,8 +104,22 @@ def whisper_model_dir() -> Path:
     return path
 
 
+# What the analyses a builder caches depend on: change it whenever decoding changes, so that caches re-run.
+ASR_DECODING = "whisper-tiny.en greedy, numeral tokens suppressed"
+
+
+def numeral_tokens(tokenizer: Any) -> list[int]:
+    """Ids of the text tokens (below end-of-text) whose text holds a digit or a currency or percent sign."""
+    end_of_text = int(tokenizer.token_to_id("<|endoftext|>"))
+    return [
+        token
+        for token in range(end_of_text)
+        if any(character.isdigit() or character in "%$£€" for character in tokenizer.decode([token]))
+    ]
+
+
 class WhisperAsr:
-    """Whisper tiny.en, greedy decoding, English only; one instance per process (it loads ~75 MB)."""
+    """Whisper tiny.en, greedy decoding, English only, numbers spelled out; one instance per process (~75 MB)."""
 
     def __init__(self, threads: int = 1, device: str = "cpu") -> None:
         from faster_whisper import WhisperModel
@@ -109,6 +128,7 @@ class WhisperAsr:
         self.model = WhisperModel(
             str(whisper_model_dir()), device=device, compute_type=compute_type, cpu_threads=threads
         )
+        self.suppressed = [-1, *numeral_tokens(self.model.hf_tokenizer)]  # -1: Whisper's own default set
 
     def _segments(self, audio: FloatArray, word_timestamps: bool) -> list[object]:
         segments, _info = self.model.transcribe(
@@ -120,6 +140,7 @@ class WhisperAsr:
             word_timestamps=word_timestamps,
             without_timestamps=not word_timestamps,
             vad_filter=False,
+            suppress_tokens=self.suppressed,
         )
         return list(segments)
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edge.audio import TARGET_RATE, load_audio
+from training.data.asr import ASR_DECODING
 from training.data.corpus_io import (
     builder_config,
     clip_seconds_if_valid,
@@ -136,11 +137,21 @@ def align(audio: np.ndarray, text: str) -> list[dict[str, Any]]:
     return found
 
 
+def _is_current(cached: Path) -> bool:
+    """Whether a cached analysis exists and came from today's ASR decoding (one that wrote digits did not)."""
+    if not cached.is_file():
+        return False
+    try:
+        return bool(json.loads(cached.read_text()).get("asr_decoding") == ASR_DECODING)
+    except (OSError, ValueError):
+        return False  # a torn or foreign file is analysed again
+
+
 def _analyse(task: tuple[Utterance, str]) -> dict[str, Any]:
     """Alignment + ASR of one sentence, from the cache when there."""
     utterance, cache_dir = task
     cached = Path(cache_dir) / f"{utterance.utt}.json"
-    if cached.is_file():
+    if _is_current(cached):
         return dict(json.loads(cached.read_text()))
     audio = load_audio(utterance.wav, TARGET_RATE)
     try:
@@ -155,6 +166,7 @@ def _analyse(task: tuple[Utterance, str]) -> dict[str, Any]:
         "aligned": aligned,
         "alignment_error": error,
         "asr": [word.to_dict() for word in _ASR.words(audio)],
+        "asr_decoding": ASR_DECODING,
     }
     write_json_atomic(cached, result)
     return result
@@ -287,7 +299,7 @@ def build_speechocean(config: SpeechoceanConfig) -> dict[str, Any]:
 
         user = user | read_word_list(Path(config.exclude_file))
     lexicon = source / "resource" / "lexicon.txt"
-    todo = [(u, str(analysis_dir)) for u in utterances if not (analysis_dir / f"{u.utt}.json").is_file()]
+    todo = [(u, str(analysis_dir)) for u in utterances if not _is_current(analysis_dir / f"{u.utt}.json")]
     analysed_now = time.monotonic()
     _pool_map(_analyse, todo, config.jobs, _worker_init, (str(lexicon),), "align + ASR")
     analysis_seconds = time.monotonic() - analysed_now
