@@ -15,6 +15,7 @@ from pi_compare import (  # noqa: E402
     embedding_fidelity,
     fidelity_failures,
     float_embeddings,
+    float_graph_problem,
     same_detections,
 )
 
@@ -78,3 +79,25 @@ def test_float_reference_is_the_graph_the_shipped_int8_model_came_from() -> None
     assert cosine.mean() >= 0.98 and cosine.min() >= 0.95
     # The stream's windows differ from one another, so agreement above is not a property of any embedding.
     assert np.sum(reference * np.roll(reference, 1, axis=0), axis=1).mean() < 0.9
+
+
+def test_the_float_graph_must_come_from_the_models_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    onnx, model = tmp_path / "convert" / "udkws.onnx", tmp_path / "udkws_int8.tflite"
+    assert "run `make convert` first" in str(float_graph_problem(onnx, model))
+    onnx.parent.mkdir()
+    onnx.write_bytes(b"graph")
+    (onnx.parent / "source.json").write_text(json.dumps({"checkpoint_sha256": "a" * 64}))
+    model.with_suffix(".json").write_text(json.dumps({"checkpoint_sha256": "b" * 64}))
+    problem = str(float_graph_problem(onnx, model))
+    assert "aaaaaaaaaaaa..." in problem and "bbbbbbbbbbbb..." in problem and "--onnx" in problem
+    model.with_suffix(".json").write_text(json.dumps({"checkpoint_sha256": "a" * 64}))
+    assert float_graph_problem(onnx, model) is None
+    model.with_suffix(".json").write_text("{")
+    assert "no checkpoint_sha256" in str(float_graph_problem(onnx, model))
+
+
+@pytest.mark.skipif(not (SHIPPED.is_file() and ONNX.is_file()), reason="run `make convert` first")
+def test_make_converts_graph_matches_its_model() -> None:
+    assert float_graph_problem(ONNX, SHIPPED) is None

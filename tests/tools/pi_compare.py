@@ -41,6 +41,25 @@ def same_detections(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> b
     )
 
 
+def float_graph_problem(onnx: Path, model: Path) -> str | None:
+    """Why `onnx` is not the float graph `model` was converted from (None when it is): `kws-convert` writes the
+    checkpoint's sha256 beside the graph (`source.json`) and into the model's sidecar."""
+    source, sidecar = onnx.parent / "source.json", model.with_suffix(".json")
+    if not onnx.is_file():
+        return f"{onnx}: no float ONNX graph to compare with: run `make convert` first"
+    try:
+        graph_from = json.loads(source.read_text())["checkpoint_sha256"]
+        model_from = json.loads(sidecar.read_text())["checkpoint_sha256"]
+    except (OSError, ValueError, KeyError) as error:
+        return f"{source} / {sidecar}: no checkpoint_sha256 to match the graph with the model ({error})"
+    if graph_from != model_from:
+        return (
+            f"{onnx} comes from checkpoint {graph_from[:12]}..., {model} from {model_from[:12]}...: "
+            "convert this model's checkpoint (`make convert CKPT=...`) or pass its graph with --onnx"
+        )
+    return None
+
+
 def float_embeddings(onnx: Path, model: Path, windows: np.ndarray) -> np.ndarray:
     """The float graph's L2-normalised embeddings of audio windows, through the board's own front end and the
     int8 model's feature normalisation (its sidecar)."""

@@ -26,7 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pi_compare import detections, embedding_fidelity, fidelity_failures, float_embeddings, same_detections
+from pi_compare import (
+    detections,
+    embedding_fidelity,
+    fidelity_failures,
+    float_embeddings,
+    float_graph_problem,
+    same_detections,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
@@ -246,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.model.is_file() or not args.model.with_suffix(".json").is_file():
             raise PiTestError(f"{args.model}: no int8 model with its .json sidecar: run `make convert` first")
-        if not args.onnx.is_file():
-            raise PiTestError(f"{args.onnx}: no float ONNX graph to compare with: run `make convert` first")
+        graph_problem = float_graph_problem(args.onnx, args.model)
+        if graph_problem:
+            raise PiTestError(graph_problem)
         if os.geteuid() != 0:
             raise PiTestError("pi-test needs root (chroot, mount, binfmt): run it as root")
         ensure_tools()
