@@ -62,22 +62,20 @@ def float_graph_problem(onnx: Path, model: Path) -> str | None:
 
 def float_embeddings(onnx: Path, model: Path, windows: np.ndarray) -> np.ndarray:
     """The float graph's L2-normalised embeddings of audio windows, through the board's own front end and the
-    int8 model's feature normalisation (its sidecar)."""
-    import onnxruntime
-
+    int8 model's feature normalisation (its sidecar), run as `make convert`'s verification runs it."""
+    from conversion.verify import _onnx_embedder
     from edge.frontend import mfcc
     from edge.model import load_model
+    from training.evaluation.embedders import l2_normalise
 
-    encoder = load_model(model)
-    features = encoder.normalize_features(np.stack([mfcc(window) for window in windows]))
-    session = onnxruntime.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    embeddings = np.concatenate([session.run(None, {name: row[None]})[0] for row in features])
-    return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    features = load_model(model).normalize_features(np.stack([mfcc(window) for window in windows]))
+    return l2_normalise(_onnx_embedder(onnx)(features))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    from training.evaluation.embedders import l2_normalise
+
+    return np.sum(l2_normalise(a) * l2_normalise(b), axis=1)
 
 
 def embedding_fidelity(arm: np.ndarray, host: np.ndarray, reference: np.ndarray) -> dict[str, float]:
