@@ -78,6 +78,133 @@ class _Stages:
         self._last = now
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What every stage of a run shares: the model, the stream and its truth, the daemon's configuration."""
+
+    encoder: Any
+    stream: BenchStream
+    edge_config: Any
+    config_path: Path
+    state_dir: Path
+    templates: list[Any]
+    audio: np.ndarray
+    truth: list[dict[str, Any]]
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[0] / 16000
+
+    @property
+    def settings(self) -> Any:
+        return self.edge_config.detector
+
+
+def _prepare_run(args: argparse.Namespace, stream_config: StreamConfig, notes: list[str]) -> _Run:
+    """Load the model, build (once) the stream, snapshot the daemon's configuration, enroll the keywords."""
+    encoder = load_model(args.model, num_threads=args.threads)
+    if not args.no_conditions:
+        check_sources(args.speechocean, args.music)
+    stream: BenchStream = ensure_stream(args.data, stream_config, args.out / "streams")
+    # One snapshot of the daemon's configuration serves the in-process pass and every daemon run.
+    args.out.mkdir(parents=True, exist_ok=True)
+    config_path = args.out / "edge_config.toml"
+    shutil.copyfile(args.edge_config, config_path)
+    state_dir = args.out / "state" / encoder.sha256[:12]
+    shutil.rmtree(state_dir, ignore_errors=True)
+    templates, enroll_notes = enroll_keywords(stream, args.data, encoder, state_dir)
+    notes += enroll_notes
+    audio = load_audio(stream.audio_path)
+    return _Run(encoder, stream, load_config(config_path), config_path, state_dir, templates, audio,
+                stream.events())  # fmt: skip
+
+
+def _household_accuracy(args: argparse.Namespace, run: _Run) -> tuple[dict[str, Any], Any, Any]:
+    """The household stream at the shipped threshold, over thresholds, and under the daemon's own rule.
+
+    Returns the accuracy section and the two passes (the plain encoder's and the rule's)."""
+    settings, progress = run.settings, not args.no_progress
+    encoder_pass = run_encoder_pass(run.encoder, run.audio, run.templates, settings, progress=progress)
+    replayed = decide(encoder_pass.windows, settings.threshold, settings)
+    if replayed != encoder_pass.detections:
+        raise RuntimeError("the threshold replay disagrees with the detector at the shipped threshold")
+    shipped = score_events(encoder_pass.detections, run.truth, run.stream.keywords, run.seconds, TOLERANCE_S)
+    thresholds = sorted(set(default_thresholds(encoder_pass.windows)) | {settings.threshold})
+    encoder_curve = threshold_curve(
+        encoder_pass.windows, settings, run.truth, run.seconds, thresholds, TOLERANCE_S, progress=progress
+    )
+    # The daemon's own rule: each keyword's budget threshold and look-alike negatives from the model's cohort.
+    resolver = KeywordResolver.for_model(run.edge_config, args.model, run.encoder.sha256)
+    resolved = resolver.resolve(run.templates)
+    rule_pass = run_encoder_pass(
+        run.encoder, run.audio, [r.template for r in resolved], settings, progress=progress
+    )
+    rule = score_events(rule_pass.detections, run.truth, run.stream.keywords, run.seconds, TOLERANCE_S)
+    accuracy: dict[str, Any] = {
+        "shipped_rule": rule.summary()
+        | {
+            "false_alarms_per_hour_budget": settings.false_alarms_per_hour,
+            "hard_negatives": settings.hard_negatives,
+            "cohort_hours": resolver.cohort_hours,
+            "thresholds": {r.template.name: float(r.template.threshold or 0.0) for r in resolved},
+            "threshold_sources": sorted({r.threshold_source for r in resolved}),
+        },
+        "threshold": settings.threshold,
+        "hours": run.seconds / 3600,
+        "tolerance_s": TOLERANCE_S,
+        "frr_at_fa_levels": list(FA_LEVELS),
+        "encoder": shipped.summary() | {"curve": encoder_curve},
+        "dtw": None,
+    }
+    return accuracy, encoder_pass, rule_pass
+
+
+def _dtw_baseline(args: argparse.Namespace, run: _Run, encoder_pass: Any) -> tuple[dict[str, Any], float]:
+    """The MFCC+DTW baseline on the household windows: its curve, and its CPU seconds per hour of audio."""
+    from training.bench.dtw_baseline import run_dtw_pass
+
+    takes = {
+        word: [load_audio(args.data / t["path"]) for t in run.stream.truth["enrollment"][word]]
+        for word in run.stream.keywords
+    }
+    progress = not args.no_progress
+    window = run.encoder.window_samples
+    dtw_pass = run_dtw_pass(run.audio, takes, encoder_pass.windows, window, progress=progress)
+    dtw_curve = threshold_curve(dtw_pass.windows, run.settings, run.truth, run.seconds,
+                                default_thresholds(dtw_pass.windows), TOLERANCE_S, progress=progress)  # fmt: skip
+    section = {"curve": dtw_curve, "windows_scored": dtw_pass.windows_scored}
+    return section, 3600 * dtw_pass.cpu_s / run.seconds
+
+
+def _daemon_cost(args: argparse.Namespace, run: _Run, rule_pass: Any, notes: list[str]) -> dict[str, Any]:
+    """The daemon process on an excerpt of the stream: its costs, and whether it decides as in-process."""
+    excerpt = min(args.cost_seconds, run.seconds)
+    daemon, daemon_events = daemon_costs(args.model, run.state_dir, run.config_path, run.audio, excerpt, args)
+    in_excerpt = [e for e in rule_pass.detections if e.time_s <= excerpt]
+    agree = "identical" if same_events(daemon_events, in_excerpt) else "DIFFERENT"
+    if agree != "identical":
+        notes.append(
+            f"the daemon process detected {len(daemon_events)} events on the excerpt, in-process {len(in_excerpt)}"
+        )
+    return {"daemon": daemon, "excerpt_s": excerpt, "daemon_matches_in_process": agree}
+
+
+def _stream_summary(args: argparse.Namespace, run: _Run, stream_config: StreamConfig) -> dict[str, Any]:
+    events_by_kind = [e["kind"] for e in run.truth]
+    enrollment = run.stream.truth["enrollment"]
+    return {
+        "directory": shown(run.stream.directory),
+        "hours": run.seconds / 3600,
+        "keyword_utterances": events_by_kind.count("keyword"),
+        "per_keyword": stream_config.occurrences_per_level * len(stream_config.levels),
+        "unknown": events_by_kind.count("unknown"),
+        "silence": events_by_kind.count("silence"),
+        "speech_dbfs": stream_config.speech_dbfs,
+        "enrollment_speakers": {w: takes[0]["speaker"] for w, takes in enrollment.items()},
+        "quick": args.quick,
+    }
+
+
 def run_bench(
     args: argparse.Namespace,
     stream_config: StreamConfig | None = None,
@@ -89,135 +216,38 @@ def run_bench(
         stream_config = QUICK_STREAM if args.quick else StreamConfig()
     if conditions_config is None:
         conditions_config = QUICK_CONDITIONS if args.quick else ConditionsConfig()
-    encoder = load_model(args.model, num_threads=args.threads)
-    if not args.no_conditions:
-        check_sources(args.speechocean, args.music)
     clock = _Stages()
-    stream: BenchStream = ensure_stream(args.data, stream_config, args.out / "streams")
-    # One snapshot of the daemon's configuration serves the in-process pass and every daemon run.
-    args.out.mkdir(parents=True, exist_ok=True)
-    config_path = args.out / "edge_config.toml"
-    shutil.copyfile(args.edge_config, config_path)
-    edge_config = load_config(config_path)
-    settings = edge_config.detector
-    state_dir = args.out / "state" / encoder.sha256[:12]
-    shutil.rmtree(state_dir, ignore_errors=True)
-    templates, enroll_notes = enroll_keywords(stream, args.data, encoder, state_dir)
-    notes += enroll_notes
-    audio = load_audio(stream.audio_path)
-    seconds = audio.shape[0] / 16000
-    truth = stream.events()
-
+    run = _prepare_run(args, stream_config, notes)
     clock.mark("stream and enrollment")
-    encoder_pass = run_encoder_pass(encoder, audio, templates, settings, progress=not args.no_progress)
-    replayed = decide(encoder_pass.windows, settings.threshold, settings)
-    if replayed != encoder_pass.detections:
-        raise RuntimeError("the threshold replay disagrees with the detector at the shipped threshold")
-    shipped = score_events(encoder_pass.detections, truth, stream.keywords, seconds, TOLERANCE_S)
-    thresholds = sorted(set(default_thresholds(encoder_pass.windows)) | {settings.threshold})
-    encoder_curve = threshold_curve(
-        encoder_pass.windows, settings, truth, seconds, thresholds, TOLERANCE_S, progress=not args.no_progress
-    )
-    # The daemon's own rule: each keyword's budget threshold and look-alike negatives from the model's cohort.
-    resolver = KeywordResolver.for_model(edge_config, args.model, encoder.sha256)
-    resolved = resolver.resolve(templates)
-    rule_pass = run_encoder_pass(
-        encoder, audio, [r.template for r in resolved], settings, progress=not args.no_progress
-    )
-    rule = score_events(rule_pass.detections, truth, stream.keywords, seconds, TOLERANCE_S)
-    accuracy: dict[str, Any] = {
-        "shipped_rule": rule.summary()
-        | {
-            "false_alarms_per_hour_budget": settings.false_alarms_per_hour,
-            "hard_negatives": settings.hard_negatives,
-            "cohort_hours": resolver.cohort_hours,
-            "thresholds": {r.template.name: float(r.template.threshold or 0.0) for r in resolved},
-            "threshold_sources": sorted({r.threshold_source for r in resolved}),
-        },
-        "threshold": settings.threshold,
-        "hours": seconds / 3600,
-        "tolerance_s": TOLERANCE_S,
-        "frr_at_fa_levels": list(FA_LEVELS),
-        "encoder": shipped.summary() | {"curve": encoder_curve},
-        "dtw": None,
-    }
+    accuracy, encoder_pass, rule_pass = _household_accuracy(args, run)
     cost: dict[str, Any] = {
-        "encoder_pass_cpu_s_per_hour": 3600 * encoder_pass.cpu_s / seconds,
+        "encoder_pass_cpu_s_per_hour": 3600 * encoder_pass.cpu_s / run.seconds,
         "chunk_ms_median": 1000 * float(np.median(encoder_pass.chunk_wall_s)),
         "chunk_ms_p95": 1000 * float(np.percentile(encoder_pass.chunk_wall_s, 95)),
     }
     clock.mark("encoder pass and threshold curve")
     conditions = None
     if not args.no_conditions:
-        conditions = run_conditions(
-            args.data,
-            args.speechocean,
-            args.music,
-            encoder,
-            edge_config,
-            stream,
-            encoder_pass,
-            args.out,
-            conditions_config,
-            progress=not args.no_progress,
-        )
+        conditions = run_conditions(args.data, args.speechocean, args.music, run.encoder, run.edge_config,
+                                    run.stream, encoder_pass, args.out, conditions_config,
+                                    progress=not args.no_progress)  # fmt: skip
     clock.mark("conditions")
     if not args.no_dtw:
-        from training.bench.dtw_baseline import run_dtw_pass
-
-        takes = {
-            word: [load_audio(args.data / t["path"]) for t in stream.truth["enrollment"][word]]
-            for word in stream.keywords
-        }
-        dtw_pass = run_dtw_pass(
-            audio, takes, encoder_pass.windows, encoder.window_samples, progress=not args.no_progress
-        )
-        dtw_curve = threshold_curve(
-            dtw_pass.windows,
-            settings,
-            truth,
-            seconds,
-            default_thresholds(dtw_pass.windows),
-            TOLERANCE_S,
-            progress=not args.no_progress,
-        )
-        accuracy["dtw"] = {"curve": dtw_curve, "windows_scored": dtw_pass.windows_scored}
-        cost["dtw_pass_cpu_s_per_hour"] = 3600 * dtw_pass.cpu_s / seconds
+        accuracy["dtw"], cost["dtw_pass_cpu_s_per_hour"] = _dtw_baseline(args, run, encoder_pass)
     clock.mark("DTW baseline")
-    excerpt = min(args.cost_seconds, seconds)
-    daemon, daemon_events = daemon_costs(args.model, state_dir, config_path, audio, excerpt, args)
-    in_excerpt = [e for e in rule_pass.detections if e.time_s <= excerpt]
-    cost["daemon"] = daemon
-    cost["excerpt_s"] = excerpt
-    cost["daemon_matches_in_process"] = "identical" if same_events(daemon_events, in_excerpt) else "DIFFERENT"
-    if cost["daemon_matches_in_process"] != "identical":
-        notes.append(
-            f"the daemon process detected {len(daemon_events)} events on the excerpt, in-process {len(in_excerpt)}"
-        )
+    cost |= _daemon_cost(args, run, rule_pass, notes)
     clock.mark("daemon process runs")
-    cost["encoder_ms_per_window"] = encoder_ms_per_window(encoder, audio, args.repeats)
+    cost["encoder_ms_per_window"] = encoder_ms_per_window(run.encoder, run.audio, args.repeats)
     cost["frontend"] = {k: v for k, v in run_frontend_bench(repeats=5 * args.repeats).items() if k != "table"}
     clock.mark("encoder and front-end timing")
-    enrollment = stream.truth["enrollment"]
-    events_by_kind = [e["kind"] for e in truth]
     return {
         "command": " ".join(["kws-bench", *sys.argv[1:]]),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "repeats": args.repeats,
         "machine": machine_info(),
-        "model": model_info(args.model, encoder, args.checkpoint),
-        "settings": dataclasses.asdict(settings),
-        "stream": {
-            "directory": shown(stream.directory),
-            "hours": seconds / 3600,
-            "keyword_utterances": events_by_kind.count("keyword"),
-            "per_keyword": stream_config.occurrences_per_level * len(stream_config.levels),
-            "unknown": events_by_kind.count("unknown"),
-            "silence": events_by_kind.count("silence"),
-            "speech_dbfs": stream_config.speech_dbfs,
-            "enrollment_speakers": {w: takes[0]["speaker"] for w, takes in enrollment.items()},
-            "quick": args.quick,
-        },
+        "model": model_info(args.model, run.encoder, args.checkpoint),
+        "settings": dataclasses.asdict(run.settings),
+        "stream": _stream_summary(args, run, stream_config),
         "accuracy": accuracy,
         "conditions": conditions,
         "cost": cost,
