@@ -39,32 +39,37 @@ def _verdict(measured: float | None, target: float) -> str:
     return "-" if measured is None else ("meets" if measured <= target else "MISSES")
 
 
-def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(measure, encoder, MFCC+DTW baseline or target, note) rows of the main table."""
-    acc = results["accuracy"]
-    enc, dtw = acc["encoder"], acc.get("dtw")
-    cost = results["cost"]
-    rows = []
+Row = tuple[str, str, str, str]
+
+
+def _rule_rows(acc: dict[str, Any]) -> list[Row]:
+    """The daemon's own rule: budget thresholds and look-alikes from the model's cohort."""
     rule = acc.get("shipped_rule")
-    if rule is not None:
-        thresholds = sorted(rule["thresholds"].values())
-        rows += [
-            (
-                "shipped rule: thresholds (false-alarm budget)",
-                f"{thresholds[0]:.3f}-{thresholds[-1]:.3f}" if thresholds else "-",
-                "-",
-                f"{rule['false_alarms_per_hour_budget']:g}/h budget on a {rule['cohort_hours']:.2f} h cohort, "
-                f"{rule['hard_negatives']} look-alikes; {'/'.join(rule['threshold_sources'])}",
-            ),
-            ("shipped rule: false rejects", _pct(rule["frr"]), "-", f"{rule['targets']} utterances"),
-            (
-                "shipped rule: false accepts per hour",
-                _num(rule["fa_per_hour"], ".1f"),
-                "-",
-                f"{acc['hours']:.2f} h, 10 keywords (all together)",
-            ),
-        ]
-    rows += [
+    if rule is None:
+        return []
+    thresholds = sorted(rule["thresholds"].values())
+    return [
+        (
+            "shipped rule: thresholds (false-alarm budget)",
+            f"{thresholds[0]:.3f}-{thresholds[-1]:.3f}" if thresholds else "-",
+            "-",
+            f"{rule['false_alarms_per_hour_budget']:g}/h budget on a {rule['cohort_hours']:.2f} h cohort, "
+            f"{rule['hard_negatives']} look-alikes; {'/'.join(rule['threshold_sources'])}",
+        ),
+        ("shipped rule: false rejects", _pct(rule["frr"]), "-", f"{rule['targets']} utterances"),
+        (
+            "shipped rule: false accepts per hour",
+            _num(rule["fa_per_hour"], ".1f"),
+            "-",
+            f"{acc['hours']:.2f} h, 10 keywords (all together)",
+        ),
+    ]
+
+
+def _threshold_rows(acc: dict[str, Any]) -> list[Row]:
+    """One cosine threshold for every keyword, and the curve read at the false-accept levels."""
+    enc, dtw = acc["encoder"], acc.get("dtw")
+    rows: list[Row] = [
         (
             "one cosine threshold for all (no budget): threshold",
             f"{acc['threshold']:.3f}",
@@ -88,30 +93,28 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 "read off the threshold curve",
             )
         )
-    latency_ms = (
-        None if enc["latency_median_s"] is None else 1000 * enc["latency_median_s"] + cost["chunk_ms_median"]
+    return rows
+
+
+def _latency_rows(enc: dict[str, Any], chunk_ms: float) -> list[Row]:
+    """Keyword end to event: the audio clock's delay plus one chunk's compute."""
+    median, p95 = (
+        None if enc[k] is None else 1000 * enc[k] + chunk_ms for k in ("latency_median_s", "latency_p95_s")
     )
-    rows += [
+    target = TARGETS["latency_median_ms"]
+    return [
         (
             "latency, median (keyword end to event)",
-            _num(latency_ms, ".0f", " ms"),
-            f"target <= {TARGETS['latency_median_ms']:.0f} ms: {_verdict(latency_ms, TARGETS['latency_median_ms'])}",
+            _num(median, ".0f", " ms"),
+            f"target <= {target:.0f} ms: {_verdict(median, target)}",
             "audio clock + chunk compute",
         ),
-        (
-            "latency, 95th percentile",
-            _num(
-                None
-                if enc["latency_p95_s"] is None
-                else 1000 * enc["latency_p95_s"] + cost["chunk_ms_median"],
-                ".0f",
-                " ms",
-            ),
-            "-",
-            "",
-        ),
+        ("latency, 95th percentile", _num(p95, ".0f", " ms"), "-", ""),
     ]
-    daemon = cost["daemon"]
+
+
+def _daemon_rows(daemon: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     for gate in ("gate_on", "gate_off"):
         if gate in daemon:
             pct = daemon[gate]["cpu_percent"]
@@ -129,25 +132,29 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 )
             )
     rss = daemon.get("peak_rss_mb")
-    rows.append(
+    rows += [
         (
             "daemon peak RSS",
             _num(rss, ".0f", " MB"),
             f"target <= 150 MB: {_verdict(rss, TARGETS['rss_mb'])}",
             "max over the daemon runs",
-        )
-    )
-    rows.append(
+        ),
         (
             "daemon start-up CPU",
             _num(daemon.get("startup_cpu_s"), ".2f", " s"),
             "-",
             "imports, model and keyword loading",
-        )
-    )
-    rows.append(
+        ),
+    ]
+    return rows
+
+
+def _compute_rows(results: dict[str, Any]) -> list[Row]:
+    """The encoder, the DTW baseline's pass, the front end and the model file."""
+    cost, dtw = results["cost"], results["accuracy"].get("dtw")
+    rows: list[Row] = [
         ("encoder time per window", _num(cost["encoder_ms_per_window"], ".2f", " ms"), "-", "CPU, 1 thread")
-    )
+    ]
     if dtw:
         enc_cpu, dtw_cpu = cost["encoder_pass_cpu_s_per_hour"], cost["dtw_pass_cpu_s_per_hour"]
         rows.append(
@@ -158,26 +165,35 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"encoder / DTW = {enc_cpu / dtw_cpu:.2f}",
             )
         )
-    front = cost["frontend"]
-    rows.append(
+    front, model = cost["frontend"], results["model"]
+    rows += [
         (
             "front end, streaming / batch",
             f"{front['frontend_streaming_ms_per_s']:.3f} / {front['frontend_batch_ms_per_s']:.3f} ms CPU / s",
             f"budget {front['budget_ms_per_s']} ms",
             "edge.bench.run_frontend_bench (100 ms chunks / whole signal)",
-        )
-    )
-    model = results["model"]
-    rows.append(
+        ),
         (
             "model: parameters / MACs per window",
             f"{_num(model.get('parameters'), ',')} / {_num(model.get('macs'), ',')}",
             "-",
             model.get("macs_source", ""),
-        )
-    )
-    rows.append(("model file size", f"{model['file_bytes'] / 1024:.1f} KiB", "-", model["file"]))
+        ),
+        ("model file size", f"{model['file_bytes'] / 1024:.1f} KiB", "-", model["file"]),
+    ]
     return rows
+
+
+def _summary_rows(results: dict[str, Any]) -> list[Row]:
+    """(measure, encoder, MFCC+DTW baseline or target, note) rows of the main table."""
+    acc, cost = results["accuracy"], results["cost"]
+    return [
+        *_rule_rows(acc),
+        *_threshold_rows(acc),
+        *_latency_rows(acc["encoder"], cost["chunk_ms_median"]),
+        *_daemon_rows(cost["daemon"]),
+        *_compute_rows(results),
+    ]
 
 
 def render_table(results: dict[str, Any]) -> str:
