@@ -149,6 +149,9 @@ $(SYNTHETIC): | $(STAMP)
 train: $(STAMP) $(DATA_STAMP) $(SYNTHETIC)
 	@test -f corpora/speechocean762/manifest.csv || { echo "make train: stage 2 needs speechocean762's words: \
 		make data SPEECHOCEAN=DIR (git clone https://github.com/jimbozhang/speechocean762)" >&2; exit 2; }
+	@test -f corpora/kokoro/manifest.csv || { echo "make train: stage 2 needs the Kokoro voices: \
+		$(BIN)/kws-train data kokoro --jobs $(DATA_JOBS) --max-shards 6 (the shipped run's 6 shards, about 1 h on 2 cores; \
+		make data renders all 40)" >&2; exit 2; }
 	$(BIN)/kws-train train --config training/configs/edge.toml --name edge
 	$(BIN)/kws-train train --config training/configs/edge_i13.toml --name edge_i13
 	$(BIN)/kws-train ship runs/edge_i13/last.pt $(SHIPPED_CKPT)
