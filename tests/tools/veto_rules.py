@@ -131,7 +131,15 @@ def own_voice_misses(rule: ShippedRule) -> dict[str, int]:
     return counts
 
 
+MODES = ("misses", "template", "best", "prune", "guard")
+
+
 def main(modes: list[str]) -> None:
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise SystemExit(
+            f"veto_rules.py: unknown mode(s) {', '.join(unknown)}; expected any of {', '.join(MODES)}"
+        )
     base = shipped_rule()
     for mode in modes:
         if mode == "misses":
@@ -148,4 +156,4 @@ def main(modes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["misses", "template", "best", "prune", "guard"])
+    main(sys.argv[1:] or list(MODES))
