@@ -207,11 +207,17 @@ def test_writer_killed_mid_write_hundreds_of_times(tmp_path: Path, random_model_
         backup = path.with_name("happy.json.bak")
         if backup.is_file():
             assert backup.read_bytes() in (expected_bytes(current), expected_bytes(current - 1))
-        in_write += bool(_temps(folder) - temps_before)
+        left_temp = bool(_temps(folder) - temps_before)
+        in_write += left_temp
         advanced += current > last
+        # A kill before the child's first write began (its fork and start-up took longer than calibrated: a
+        # loaded or contended host) widens the delays, any other narrows them a little: about a quarter of the
+        # kills land before the first write whatever the host's speed, the rest inside and between writes.
+        too_early = not left_temp and current == last
+        longest_delay = min(1.1 * longest_delay, 0.2) if too_early else 0.97 * longest_delay
         last = current
     print(
-        f"writer kills: {WRITER_KILLS} (delays up to {1000 * longest_delay:.1f} ms), inside a write (temp file "
+        f"writer kills: {WRITER_KILLS} (delays up to {1000 * longest_delay:.1f} ms at the end), inside a write (temp file "
         f"left): {in_write}, kills after a complete write: {advanced}, versions written: {last}"
     )
     assert in_write >= WRITER_KILLS // 5 and advanced >= WRITER_KILLS // 5, (in_write, advanced)
