@@ -37,7 +37,17 @@ from training.data.kaldi import read_kaldi_part
 from training.data.manifest import COMMAND_WORDS
 from training.data.vocabulary import COMMAND_WORD_RELATIVES
 
-__all__ = ["SHIPPED_COHORT", "CohortSources", "build_cohort", "cohort_main", "publish_cohort"]
+__all__ = [
+    "SHIPPED_COHORT",
+    "CohortSources",
+    "Stream",
+    "build_cohort",
+    "holds_forbidden",
+    "cohort_main",
+    "embed_cohort",
+    "publish_cohort",
+    "speechocean_train_streams",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +79,16 @@ class Stream:
     audio: np.ndarray
 
 
-def _holds_forbidden(text: str) -> bool:
-    return any(word.strip(".,!?;:'\"").lower() in _FORBIDDEN_WORDS for word in text.split())
+def holds_forbidden(text: str, extra: frozenset[str] = frozenset()) -> bool:
+    return any(word.strip(".,!?;:'\"").lower() in _FORBIDDEN_WORDS | extra for word in text.split())
 
 
-def speechocean_train_streams(root: Path, hours: float, seed: int) -> Iterator[Stream]:
-    """One stream per train speaker (sentences joined by 0.3-0.8 s pauses), speakers in a seeded order."""
+def speechocean_train_streams(
+    root: Path, hours: float, seed: int, exclude: frozenset[str] = frozenset()
+) -> Iterator[Stream]:
+    """One stream per train speaker (sentences joined by 0.3-0.8 s pauses), speakers in a seeded order.
+
+    Sentences holding a command word, a relative of one, or a word of `exclude` are left out."""
     train = root / "train"
     if not (train / "wav.scp").is_file():
         raise FileNotFoundError(f"{train}/wav.scp: not a speechocean762 checkout (expected train/wav.scp)")
@@ -82,7 +96,7 @@ def speechocean_train_streams(root: Path, hours: float, seed: int) -> Iterator[S
         raise ValueError(f"{root}: the test speakers are reserved for measuring false alarms")
     by_speaker: dict[str, list[Path]] = defaultdict(list)
     for utterance in read_kaldi_part(root):  # refuses a test speaker in the train list
-        if not _holds_forbidden(utterance.text):
+        if not holds_forbidden(utterance.text, exclude):
             by_speaker[utterance.speaker].append(utterance.wav)
     rng = random.Random(seed)
     order = sorted(by_speaker)
@@ -186,6 +200,11 @@ def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSour
         )
     if not streams:
         raise ValueError("cohort: no source given (--speechocean, --data-dir and/or --noise-manifest)")
+    return embed_cohort(encoder, settings, streams, command)
+
+
+def embed_cohort(encoder: Encoder, settings: DetectorConfig, streams: Sequence[Stream], command: str) -> Cohort:
+    """The streams' window embeddings through the daemon's detector, one cohort segment per stream."""
     started = time.monotonic()
     parts, starts, seconds = [], [], defaultdict(float)
     total = 0

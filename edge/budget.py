@@ -208,8 +208,11 @@ def hard_negatives(
     return pool.rows(windows[:count])
 
 
-def _vetoed(scores: FloatArray, calibration: Cohort, negatives: FloatArray, lowest: float) -> FloatArray:
-    """`scores` with -inf where a negative resembles the window more than the keyword (the detector's rule).
+def _vetoed(
+    scores: FloatArray, calibration: Cohort, negatives: FloatArray, lowest: float, margin: float = 0.0
+) -> FloatArray:
+    """`scores` with -inf where a negative resembles the window more than the keyword does by over `margin`
+    (the detector's rule).
 
     Only windows scoring `lowest` or more are checked: no lower one can fire."""
     if negatives.shape[0] == 0:
@@ -219,7 +222,7 @@ def _vetoed(scores: FloatArray, calibration: Cohort, negatives: FloatArray, lowe
     for start in range(0, candidates.shape[0], 4096):
         chosen = candidates[start : start + 4096]
         closest = np.max(calibration.rows(chosen) @ negatives.T, axis=1)
-        out[chosen[closest > scores[chosen]]] = -np.inf
+        out[chosen[closest > scores[chosen] + np.float32(margin)]] = -np.inf
     return out
 
 
@@ -233,17 +236,20 @@ def budget_for_template(
     take_units: npt.ArrayLike | None = None,
     negatives: npt.ArrayLike | None = None,
     scores: FloatArray | None = None,
+    veto_margin: float = 0.0,
 ) -> KeywordBudget:
     """The threshold that keeps `template` within `per_hour` false alarms on the calibration cohort.
 
     The cohort's windows are the detector's windows (same hop); `refractory` is in windows. `negatives` veto
-    hits as they will in the detector. `scores` replaces the template's cosine with each window (a phrase's
+    hits as they will in the detector (with `veto_margin`). `scores` replaces the template's cosine with each window (a phrase's
     score, `phrase_scores`). The threshold stays within [MIN_THRESHOLD, MAX_THRESHOLD].
     """
     if scores is None:
         scores = calibration.scores(template)
     if negatives is not None:
-        scores = _vetoed(scores, calibration, np.asarray(negatives, dtype=np.float32), MIN_THRESHOLD)
+        scores = _vetoed(
+            scores, calibration, np.asarray(negatives, dtype=np.float32), MIN_THRESHOLD, veto_margin
+        )
     trigger = trigger_scores(scores, calibration.segment_starts, level, window)
     needed = max(_TAIL_PEAKS, math.ceil(per_hour * calibration.hours) + _MIN_EMPIRICAL_PEAKS + 1)
     peaks, _ = trigger_peaks(trigger, calibration.segment_starts, refractory, at_least=needed)

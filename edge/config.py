@@ -88,13 +88,14 @@ class AudioConfig:
 class DetectorConfig:
     hop_ms: int = 100
     threshold: float = 0.495
-    trigger_level: int = 2
-    trigger_window: int = 3
+    trigger_level: int = 4
+    trigger_window: int = 5
     refractory_ms: int = 1500
     gate: bool = True
     gate_dbfs: float = -45.0
     false_alarms_per_hour: float = 0.5
-    hard_negatives: int = 100
+    hard_negatives: int = 200
+    veto_margin: float = 0.0
 
     def validate(self, section: str) -> None:
         _require(
@@ -132,6 +133,11 @@ class DetectorConfig:
             0 <= self.hard_negatives <= 1000,
             f"{section}.hard_negatives",
             f"must be 0 (off) to 1000, got {self.hard_negatives}",
+        )
+        _require(
+            0.0 <= self.veto_margin <= 1.0,
+            f"{section}.veto_margin",
+            f"must be a cosine difference in [0, 1], got {self.veto_margin}",
         )
         _require(
             -120.0 <= self.gate_dbfs <= 0.0,

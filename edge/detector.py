@@ -72,8 +72,15 @@ class KeywordMatcher:
     that long ago: the windows starting with the phrase, centred on it and ending with it, all in order.
     """
 
-    def __init__(self, templates: Sequence[Template], default_threshold: float, hop_ms: int = 100) -> None:
+    def __init__(
+        self,
+        templates: Sequence[Template],
+        default_threshold: float,
+        hop_ms: int = 100,
+        veto_margin: float = 0.0,
+    ) -> None:
         self.templates = list(templates)
+        self.veto_margin = np.float32(veto_margin)
         # (keyword index, part templates [P, D], how many windows back each part's window ended)
         self._phrases = [
             (k, t.parts, [round(offset / hop_ms) for offset in t.part_offsets_ms])
@@ -121,7 +128,7 @@ class KeywordMatcher:
         if self._negatives.shape[0]:
             closeness = self._negatives @ embedding
             negative[self._has_negatives] = np.maximum.reduceat(closeness, self._negative_starts)
-        hits = (scores >= self.thresholds) & ~(negative > scores)
+        hits = (scores >= self.thresholds) & ~(negative > scores + self.veto_margin)
         return KeywordScores(scores, negative, hits)
 
 
@@ -202,7 +209,9 @@ class Detector:
 
     def _set_templates(self, templates: Sequence[Template]) -> None:
         old = getattr(self, "_smoothers", {})
-        self.matcher = KeywordMatcher(templates, self.settings.threshold, self.settings.hop_ms)
+        self.matcher = KeywordMatcher(
+            templates, self.settings.threshold, self.settings.hop_ms, self.settings.veto_margin
+        )
         if hasattr(self, "_recent") and self._recent.maxlen != self.matcher.history:
             self._recent = deque(self._recent, maxlen=self.matcher.history)
         refractory = self.settings.refractory_ms * SAMPLE_RATE // 1000

@@ -141,5 +141,6 @@ class KeywordResolver:
             take_units=template.take_embeddings,
             negatives=negatives,
             scores=phrase,
+            veto_margin=settings.veto_margin,
         )
         return Resolved(replace(template, threshold=budget.threshold, negatives=negatives), budget, "budget")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
 from edge.audio import load_audio
 from edge.config import DetectorConfig
 from edge.detector import TriggerSmoother
+from tests.data_fixtures import chord_tracks, kaldi_corpus
 from tests.edge_fixtures import random_model_path  # noqa: F401  (a fixture)
 from training.bench.condition_streams import ConditionsConfig, household3_enrollment, own_voice_picks
 from training.bench.longform import (
@@ -141,35 +141,13 @@ def test_household3_enrolls_three_free_speakers(kws_data_dir: Path, tmp_path: Pa
 
 def _kaldi_corpus(data_dir: Path, root: Path) -> Path:
     """A tiny Kaldi-style corpus of real clips: test/{text,wav.scp,utt2spk}, WAVE/SPEAKERnnnn/*.WAV."""
-    rows = [r for r in manifest_rows(data_dir) if r["dataset"] == "gsc_v1_words"][:8]
     texts = ["THE CAT IS GOING HOME", "NOBODY CAME", "I WENT DOWNSTAIRS", "A NOTE FOR YOU", "THE BIRD SANG",
              "WE KNOW IT", "HAPPY DAYS", "MY DOG SLEEPS"]  # fmt: skip
-    (root / "test").mkdir(parents=True)
-    lines: dict[str, list[str]] = {"text": [], "wav.scp": [], "utt2spk": []}
-    for i, (row, text) in enumerate(zip(rows, texts, strict=True)):
-        utt, speaker = f"{i:09d}", f"{i % 3:04d}"
-        wav = Path("WAVE") / f"SPEAKER{speaker}" / f"{utt}.WAV"
-        (root / wav).parent.mkdir(parents=True, exist_ok=True)
-        audio = np.concatenate(
-            [np.zeros(4000, np.float32), load_audio(data_dir / row["path"]), np.zeros(4000, np.float32)]
-        )
-        soundfile.write(str(root / wav), audio, 16000, subtype="PCM_16")
-        lines["text"].append(f"{utt}\t{text}")
-        lines["wav.scp"].append(f"{utt}\t{wav}")
-        lines["utt2spk"].append(f"{utt}\t{speaker}")
-    for name, content in lines.items():
-        (root / "test" / name).write_text("\n".join(content) + "\n")
-    return root
+    return kaldi_corpus(data_dir, root, {"test": texts})
 
 
 def _music(root: Path) -> Path:
-    """Two short 'tracks' of chords, written as Ogg Vorbis (one in a subfolder), at 44.1 kHz stereo."""
-    t = np.arange(44100 * 6) / 44100
-    for index, path in enumerate((root / "a.ogg", root / "win" / "b.ogg")):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        chord = sum(np.sin(2 * np.pi * f * (1 + index) * t) for f in (220.0, 277.2, 329.6)) * 0.1
-        soundfile.write(str(path), np.stack([chord, chord], axis=1), 44100, format="OGG", subtype="VORBIS")
-    return root
+    return chord_tracks(root)
 
 
 def test_long_form_negatives_leave_out_the_keywords(kws_data_dir: Path, tmp_path: Path) -> None:

@@ -148,6 +148,13 @@ def test_hard_negatives_are_the_cohorts_closest_events_and_veto_them() -> None:
     plain = budget_for_template(template, pool, 5.0, 2, 3, 15)
     vetoed = budget_for_template(template, pool, 5.0, 2, 3, 15, negatives=found)
     assert vetoed.threshold < plain.threshold  # the look-alikes no longer count as alarms
+    # A veto margin vetoes fewer windows: the threshold climbs back; past every excess, as without negatives.
+    thresholds = [
+        budget_for_template(template, pool, 5.0, 2, 3, 15, negatives=found, veto_margin=m).threshold
+        for m in (0.0, 0.05, 0.2, 1.0)
+    ]
+    assert thresholds == sorted(thresholds) and thresholds[0] == vetoed.threshold
+    assert thresholds[-1] == plain.threshold
 
 
 def _template(rng: np.random.Generator, name: str, **extra: object) -> Template:

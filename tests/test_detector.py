@@ -64,6 +64,13 @@ def test_matcher_thresholds_per_keyword_and_negative_veto() -> None:
     assert result.negative_scores[1] > result.scores[1] and result.hits.tolist() == [False, False]
     door_far = door.with_negative(_unit([0, 0, 1]))
     assert KeywordMatcher([lamp, door_far], 0.5).score(_unit([1, 0.8, 0])).hits.tolist() == [False, True]
+    # With a veto margin, a negative must beat the keyword by more than the margin.
+    excess = float(result.negative_scores[1] - result.scores[1])
+    assert 0.0 < excess < 0.5
+    spared = KeywordMatcher([lamp, door_vetoed], 0.5, veto_margin=excess + 0.01).score(_unit([1, 0.8, 0]))
+    assert spared.hits.tolist() == [False, True]
+    still = KeywordMatcher([lamp, door_vetoed], 0.5, veto_margin=excess - 0.01).score(_unit([1, 0.8, 0]))
+    assert still.hits.tolist() == [False, False]
 
 
 @pytest.fixture(scope="module")

@@ -381,7 +381,9 @@ async def _stream_live_10ms(client: AsyncClient, pcm: bytes) -> tuple[list[Event
     loop = asyncio.get_running_loop()
     started = loop.time()
     for index, offset in enumerate(range(0, len(pcm), 320)):
-        await client.write_event(AudioChunk(16000, 2, 1, pcm[offset : offset + 320], timestamp=index * 10).event())
+        await client.write_event(
+            AudioChunk(16000, 2, 1, pcm[offset : offset + 320], timestamp=index * 10).event()
+        )
         await asyncio.sleep(max(0.0, started + (index + 1) * 0.01 - loop.time()))
     await client.write_event(AudioStop().event())
     await client.write_event(Ping().event())
@@ -404,7 +406,10 @@ def test_a_live_client_in_10ms_chunks_is_read_in_bulk_and_heard_in_time(
 
     reads: list[int] = []
     pauses: list[float] = []
-    original_feed, original_pause = asyncio.StreamReader.feed_data, selector_events._SelectorSocketTransport.pause_reading
+    original_feed, original_pause = (
+        asyncio.StreamReader.feed_data,
+        selector_events._SelectorSocketTransport.pause_reading,
+    )
 
     def counting_feed(self: asyncio.StreamReader, data: bytes) -> None:
         reads.append(len(data))
@@ -424,7 +429,10 @@ def test_a_live_client_in_10ms_chunks_is_read_in_bulk_and_heard_in_time(
                 return await _stream_live_10ms(client, pcm)
         path = tmp_path / "wake.sock"
         server = WakeServer(
-            encoder, TemplateStore(state_dir), DetectorConfig(threshold=0.7), WyomingConfig(uri=f"unix://{path}")
+            encoder,
+            TemplateStore(state_dir),
+            DetectorConfig(threshold=0.7),
+            WyomingConfig(uri=f"unix://{path}"),
         )
         await server.start()
         try:
@@ -465,4 +473,9 @@ def test_wake_words_get_the_daemons_thresholds(state_dir: Path, encoder: Encoder
     expected = resolver.resolve_one(TemplateStore(state_dir).get("happy"))
     assert expected.threshold_source == "budget"
     assert served.threshold == expected.template.threshold
-    assert 0 < served.negatives.shape[0] == expected.template.negatives.shape[0] <= Config().detector.hard_negatives
+    assert (
+        0
+        < served.negatives.shape[0]
+        == expected.template.negatives.shape[0]
+        <= Config().detector.hard_negatives
+    )

@@ -31,9 +31,10 @@ import numpy as np  # noqa: E402
 
 from edge.audio import load_audio  # noqa: E402
 from edge.bench import run_frontend_bench  # noqa: E402
-from edge.config import load_config  # noqa: E402
-from edge.model import load_model  # noqa: E402
+from edge.config import Config, DetectorConfig, load_config  # noqa: E402
+from edge.model import Encoder, load_model  # noqa: E402
 from edge.resolver import KeywordResolver  # noqa: E402
+from edge.templates import Template  # noqa: E402
 from training.bench.condition_streams import ConditionsConfig  # noqa: E402
 from training.bench.conditions import QUICK_CONDITIONS, run_conditions  # noqa: E402
 from training.bench.costs import (  # noqa: E402
@@ -82,21 +83,21 @@ class _Stages:
 class _Run:
     """What every stage of a run shares: the model, the stream and its truth, the daemon's configuration."""
 
-    encoder: Any
+    encoder: Encoder
     stream: BenchStream
-    edge_config: Any
+    edge_config: Config
     config_path: Path
     state_dir: Path
-    templates: list[Any]
+    templates: list[Template]
     audio: np.ndarray
     truth: list[dict[str, Any]]
 
     @property
     def seconds(self) -> float:
-        return self.audio.shape[0] / 16000
+        return float(self.audio.shape[0] / 16000)
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> DetectorConfig:
         return self.edge_config.detector
 
 
@@ -331,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dev"]:  # the development condition (training data only): training/bench/dev.py
+        from training.bench.dev import dev_main
+
+        return dev_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge.templates").setLevel(logging.WARNING)  # one line per enrolled keyword: hundreds

@@ -115,7 +115,8 @@ class BaselineRule:
 class ShippedRule:
     """What the daemon does with a configuration: each keyword resolved by `edge.resolver.KeywordResolver` (a
     threshold from the false-alarm budget and the model's cohort, the cohort's look-alikes as negatives),
-    then cosine scoring where a window more like one of the keyword's negatives than the keyword is no hit."""
+    then cosine scoring where a window more like one of the keyword's negatives than the keyword (by over
+    `veto_margin`) is no hit."""
 
     settings: DetectorConfig
     resolver: KeywordResolver
@@ -153,7 +154,8 @@ class ShippedRule:
             checked = np.flatnonzero(scores[:, k] >= self.lowest_checked)
             if negatives.shape[0] and checked.size:
                 closest = np.max(windows.embeddings[checked] @ negatives.T, axis=1)
-                scores[checked[closest > scores[checked, k]], k] = -np.inf
+                vetoed = closest > scores[checked, k] + np.float32(self.settings.veto_margin)
+                scores[checked[vetoed], k] = -np.inf
         thresholds = np.array([r.template.threshold for r in resolved], dtype=np.float32)
         return RuleScores(scores, thresholds)
 

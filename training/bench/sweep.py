@@ -35,8 +35,11 @@ class RuleScores:
 
 
 class Rule(Protocol):
-    name: str
-    settings: DetectorConfig  # its trigger_level, trigger_window and refractory_ms decide
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings(self) -> DetectorConfig: ...  # its trigger_level, trigger_window and refractory_ms decide
 
     def score(self, windows: StreamWindows, enrollment: Enrollment) -> RuleScores: ...
 
@@ -210,6 +213,7 @@ def curve_points(
     """FRR over the utterances of the given SNR labels (None: all) and false accepts per hour per keyword (pooled,
     long-form only, per source) at each offset of the sweep; and how many utterances were scored."""
     scored = np.array([snr is None or label in snr for label in targets.labels], dtype=bool)
+    longform = [name for name in NEGATIVES if name in sweep.hours]  # the dev condition has no music
     curve = []
     for i, offset in enumerate(sweep.offsets):
         misses = int(np.count_nonzero(~sweep.matched[i][scored]))
@@ -217,7 +221,7 @@ def curve_points(
             "offset": offset,
             "frr": misses / max(1, int(scored.sum())),
             "fa_per_hour": pooled(sweep, i),
-            "fa_longform": pooled(sweep, i, NEGATIVES),
+            "fa_longform": pooled(sweep, i, longform),
         }
         point |= {f"fa_{name}": pooled(sweep, i, [name]) for name in sweep.hours}
         curve.append(point)

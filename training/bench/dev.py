@@ -1,0 +1,561 @@
+"""The development condition: pick the detector's decision constants on training data, never on the benchmark.
+
+`kws-bench`'s conditions measure; nothing may be tuned on them (their speech negatives are speechocean762's
+TEST speakers, their keywords `gsc_v2_test` clips). This condition has the same shape, built only from what
+training and the cohort may use:
+
+- **own voice (dev)**: the Free Spoken Digit Dataset's `train` split in the speech data folder (6 speakers x
+  the 10 digits, 45 takes each, recorded at 8 kHz): the first `enroll_takes` takes (by take number) of every
+  (speaker, digit) enroll the keyword `<digit>.<speaker>`, the next `utterances_per_pair` are its utterances,
+  all in one stream with `distractor_clips` clips of gsc_v1_words' `training` split (no command word, no
+  digit), random order, random gaps. A speaker's keywords are enrolled together.
+- **cohort (dev)**: built as the shipped one (`conversion.cohort`: speechocean762 **train** speakers in its
+  seeded order, one stream each) from the first `cohort_hours` of speakers.
+- **long-form speech (dev)**: the other train speakers' sentences, one stream, leveled like the benchmark's.
+Sentences holding a digit are left out of both, as the benchmark leaves command words out of its cohort and
+negatives: the cohort's look-alikes and the false accepts are then ordinary speech, never the keyword.
+
+    kws-bench-dev --speechocean ../sources/speechocean762 --veto-margins 0 0.05 0.1 --hard-negatives 50 100
+
+prints, per (veto margin, look-alikes) setting, own-voice FRR at the rule's thresholds with the false accepts
+per hour there, and FRR read off the curve at <= 0.5 / 1 false accepts per hour per keyword (docs/bench.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from conversion.cohort import embed_cohort, holds_forbidden, speechocean_train_streams
+from edge.cohort import Cohort, CohortError
+from edge.config import DetectorConfig, load_config
+from edge.model import Encoder, load_model
+from edge.resolver import KeywordResolver
+from training.bench.condition_streams import ConditionsConfig, compose_stream
+from training.bench.embedcache import Enrollment, StreamWindows, ensure_enrollment, ensure_windows
+from training.bench.experiments import ShippedRule, frr_at
+from training.bench.longform import ensure_music_stream
+from training.bench.streaming import DEFAULT_EDGE_CONFIG, REPO
+from training.bench.streams import (
+    RATE,
+    TRUTH_FORMAT,
+    BenchStream,
+    build_once,
+    level_speech,
+    manifest_rows,
+    write_stream,
+)
+from training.bench.sweep import curve_points, run_sweep
+from training.data.kaldi import read_kaldi_part
+from training.data.manifest import COMMAND_WORDS
+from training.data.vocabulary import COMMAND_WORD_RELATIVES
+
+__all__ = ["DevConfig", "DevSetting", "dev_main", "evaluate_settings", "own_voice_picks"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+OWN_VOICE_DATASET = "fsdd"
+DISTRACTOR_DATASET = "gsc_v1_words"
+DIGITS = frozenset({"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh"})
+DEV_ROOT = REPO / "build" / "bench-dev"
+DEV_MUSIC_PACKAGE = "wesnoth-1.16-music"
+
+
+@dataclass(frozen=True)
+class DevConfig:
+    enroll_takes: int = 3
+    utterances_per_pair: int = 12
+    max_pairs: int | None = None  # all 60
+    distractor_clips: int = 600
+    cohort_hours: float = (
+        1.5  # the rest of the 2.9 h of train speakers (0.8 h of sentences) are the negatives
+    )
+    cohort_seed: int = 0  # the shipped cohort's speaker order
+    music_seconds: float = 3600.0  # of the training music (wesnoth-1.16-music, 2.1 h), never the benchmark's
+    gap_s: tuple[float, float] = (0.8, 2.0)
+    longform_gap_s: tuple[float, float] = (0.3, 1.2)
+    speech_dbfs: float = -26.0
+    seed: int = 20261207
+
+    def fingerprint(self, kind: str, **inputs: Any) -> str:
+        canonical = json.dumps({"kind": kind, "config": asdict(self), "inputs": inputs}, sort_keys=True)
+        return f"dev-{kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class DevSetting:
+    """One candidate for the detector's decision constants (edge.config.DetectorConfig fields)."""
+
+    veto_margin: float
+    hard_negatives: int
+    trigger_level: int = 2
+    trigger_window: int = 3
+
+    @property
+    def name(self) -> str:
+        return (
+            f"veto_margin {self.veto_margin:g}, {self.hard_negatives} look-alikes, "
+            f"{self.trigger_level} of {self.trigger_window} windows"
+        )
+
+
+def _take_number(row: dict[str, str]) -> int:
+    digits = "".join(c for c in row["take"] if c.isdigit())
+    return int(digits) if digits else 0
+
+
+def own_voice_picks(
+    rows: list[dict[str, str]], config: DevConfig, rng: np.random.Generator
+) -> dict[str, Any]:
+    """Enrollment takes, words, groups and the stream's items of the dev own-voice condition."""
+    by_pair: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        if row["dataset"] == OWN_VOICE_DATASET and row["split"] == "train":
+            by_pair[(row["speaker"], row["word"])].append(row)
+    needed = config.enroll_takes + 1
+    # By word first, so that a few pairs (max_pairs) still hold several speakers of one word.
+    pairs = sorted((p for p, clips in by_pair.items() if len(clips) >= needed), key=lambda p: (p[1], p[0]))
+    pairs = pairs[: config.max_pairs]
+    if not pairs:
+        raise ValueError(f"{OWN_VOICE_DATASET}: no (speaker, word) with {needed} train takes in the manifest")
+    enrollment, words, groups, items = {}, {}, defaultdict(list), []
+    for speaker, word in pairs:
+        name = f"{word}.{speaker}"
+        takes = sorted(by_pair[(speaker, word)], key=lambda r: (_take_number(r), r["path"]))
+        enrollment[name] = [{"path": r["path"], "speaker": speaker} for r in takes[: config.enroll_takes]]
+        words[name] = word
+        groups[speaker].append(name)
+        for row in takes[config.enroll_takes : config.enroll_takes + config.utterances_per_pair]:
+            items.append(
+                {"word": word, "kind": "keyword", "keyword": name, "path": row["path"], "speaker": speaker}
+            )
+    excluded = COMMAND_WORDS | COMMAND_WORD_RELATIVES | DIGITS
+    pool = [
+        r
+        for r in rows
+        if r["dataset"] == DISTRACTOR_DATASET and r["split"] == "training" and r["word"] not in excluded
+    ]
+    for i in sorted(rng.permutation(len(pool))[: config.distractor_clips]):
+        row = pool[int(i)]
+        items.append({"word": row["word"], "kind": "unknown", "path": row["path"], "speaker": row["speaker"]})
+    order = rng.permutation(len(items))
+    return {
+        "enrollment": enrollment,
+        "words": words,
+        "groups": [groups[s] for s in sorted(groups)],
+        "items": [items[int(i)] for i in order],
+    }
+
+
+def _stream_truth(
+    audio: FloatArray, events: list[dict[str, Any]], config: DevConfig, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "format": TRUTH_FORMAT,
+        "sample_rate": RATE,
+        "seconds": audio.shape[0] / RATE,
+        "config": asdict(config),
+        "events": events,
+    } | extra
+
+
+def ensure_own_voice(data_dir: Path, config: DevConfig, root: Path) -> BenchStream:
+    manifest = hashlib.sha256((data_dir / "manifest.csv").read_bytes()).hexdigest()
+
+    def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
+        audio, start, end = level_speech(_load(data_dir / item["path"]), config.speech_dbfs)
+        return audio, start / RATE, end / RATE
+
+    def build(out: Path) -> None:
+        rng = np.random.default_rng(config.seed)
+        picks = own_voice_picks(manifest_rows(data_dir), config, rng)
+        audio, events = compose_stream(picks["items"], load, rng, config.gap_s, "dev own voice: clips")
+        for event in events:
+            event["snr_db"] = None
+        extra = {k: picks[k] for k in ("enrollment", "words", "groups")}
+        write_stream(
+            out, audio, _stream_truth(audio, events, config, keywords=sorted(picks["enrollment"]), **extra)
+        )
+
+    return build_once(root / "streams" / config.fingerprint("own_voice", manifest=manifest), build)
+
+
+def training_music_dir() -> Path:
+    """The training music (Debian wesnoth-1.16-music, GPL: measured here, never shipped in a cohort)."""
+    from training.data.rooms import MUSIC_PACKAGES
+
+    folder = Path(MUSIC_PACKAGES[DEV_MUSIC_PACKAGE][2])
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder}: no training music (`apt-get install {DEV_MUSIC_PACKAGE}`, or `make data-setup`)"
+        )
+    return folder
+
+
+def _load(path: Path) -> FloatArray:
+    from edge.audio import load_audio
+
+    return load_audio(path)
+
+
+def _speaker_order(speechocean: Path, seed: int) -> list[str]:
+    """The train speakers in the order `conversion.cohort.speechocean_train_streams` visits them."""
+    speakers = sorted({u.speaker for u in read_kaldi_part(speechocean)})
+    random.Random(seed).shuffle(speakers)
+    return speakers
+
+
+def ensure_cohort(
+    encoder: Encoder, settings: DetectorConfig, speechocean: Path, config: DevConfig, root: Path
+) -> tuple[Cohort, list[str]]:
+    """The dev cohort and the train speakers it holds (cached per model)."""
+    path = root / "cohorts" / f"{config.fingerprint('cohort', model=encoder.sha256, hop=settings.hop_ms)}.npz"
+    try:
+        cohort = Cohort.load(path, encoder.sha256)
+        return cohort, list(cohort.meta["speakers"])
+    except CohortError:
+        pass
+    streams = list(speechocean_train_streams(speechocean, config.cohort_hours, config.cohort_seed, DIGITS))
+    cohort = embed_cohort(encoder, settings, streams, "training.bench.dev")
+    speakers = [s.name.split(":", 1)[1] for s in streams]
+    cohort = dataclasses.replace(cohort, meta=cohort.meta | {"speakers": speakers})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cohort.save(path)
+    return cohort, speakers
+
+
+def ensure_speech(speechocean: Path, held: Sequence[str], config: DevConfig, root: Path) -> BenchStream:
+    """The train speakers the dev cohort does not hold, sentences without a command word or digit, one stream."""
+    held_set = set(held)
+    utterances = [
+        u
+        for u in read_kaldi_part(speechocean)
+        if u.speaker not in held_set and not holds_forbidden(u.text, DIGITS)
+    ]
+    listing = hashlib.sha256("\n".join(f"{u.utt}\t{u.text}" for u in utterances).encode()).hexdigest()
+
+    def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
+        audio, start, end = level_speech(_load(Path(item["path"])), config.speech_dbfs)
+        return audio, start / RATE, end / RATE
+
+    def build(out: Path) -> None:
+        rng = np.random.default_rng(config.seed + 3)
+        order = rng.permutation(len(utterances))
+        items = [
+            {
+                "kind": "speech",
+                "word": "",
+                "speaker": u.speaker,
+                "path": str(u.wav),
+                "id": u.utt,
+                "text": u.text,
+            }
+            for u in (utterances[int(i)] for i in order)
+        ]
+        audio, events = compose_stream(items, load, rng, config.longform_gap_s, "dev long-form speech")
+        truth = _stream_truth(
+            audio, events, config, keywords=[], kind="speech", speakers=len({u.speaker for u in utterances})
+        )
+        write_stream(out, audio, truth)
+
+    return build_once(root / "streams" / config.fingerprint("speech", utterances=listing), build)
+
+
+@dataclass(frozen=True)
+class DevCondition:
+    """One enrollment scored on the own-voice stream; a condition may pool several (household-1's rotations)."""
+
+    enrollment: Enrollment
+    truth: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DevData:
+    """Everything a setting is evaluated on: embeddings cached, the dev cohort in memory."""
+
+    encoder: Encoder
+    settings: DetectorConfig
+    cohort: Cohort
+    windows: StreamWindows  # the own-voice stream's (both conditions score it)
+    speech: StreamWindows
+    music: StreamWindows
+    conditions: dict[str, list[DevCondition]]
+
+
+def household_spec(
+    truth: dict[str, Any], rotation: int, enrollers: int = 1
+) -> tuple[dict[str, list[dict[str, str]]], dict[str, str], list[dict[str, Any]]]:
+    """A household on the own-voice stream: each digit enrolled by `enrollers` speakers (speakers in turn,
+    starting at `rotation`): one speaker's three takes that enroll their own-voice keyword (household-1), or the
+    first of those takes of each of several speakers (household-3). The other speakers' utterances of the digit
+    are its targets; the enrollers' own are neutral (the own-voice condition scores those)."""
+    speakers = sorted({t[0]["speaker"] for t in truth["enrollment"].values()})
+    digits = sorted(set(truth["words"].values()))
+    chosen = {
+        d: [speakers[(i + rotation + k) % len(speakers)] for k in range(enrollers)]
+        for i, d in enumerate(digits)
+    }
+    spec = {
+        d: truth["enrollment"][f"{d}.{who[0]}"]
+        if enrollers == 1
+        else [truth["enrollment"][f"{d}.{s}"][0] for s in who]
+        for d, who in chosen.items()
+    }
+    events = [
+        e | {"keyword": e["word"]} if e["kind"] == "keyword" and e["speaker"] not in chosen[e["word"]] else e
+        for e in truth["events"]
+    ]
+    return spec, {d: d for d in digits}, events
+
+
+def prepare(
+    data_dir: Path,
+    speechocean: Path,
+    model: Path,
+    config: DevConfig,
+    root: Path,
+    progress: bool = True,
+    music_dir: Path | None = None,
+) -> DevData:
+    """Build (or read from `root`) the dev streams, cohort, embeddings and enrollments; `music_dir`: the training
+    music (default the Debian package's folder)."""
+    encoder = load_model(model)
+    settings = load_config(DEFAULT_EDGE_CONFIG).detector
+    cohort, held = ensure_cohort(encoder, settings, speechocean, config, root)
+    own = ensure_own_voice(data_dir, config, root)
+    speech = ensure_speech(speechocean, held, config, root)
+    music = ensure_music_stream(
+        music_dir or training_music_dir(),
+        ConditionsConfig(music_max_seconds=config.music_seconds, seed=config.seed),
+        root / "streams",
+    )
+    own_windows = ensure_windows(own, encoder, settings, root, progress)[0]
+    speech_windows = ensure_windows(speech, encoder, settings, root, progress)[0]
+    music_windows = ensure_windows(music, encoder, settings, root, progress)[0]
+    truth = own.truth
+    enrolled = ensure_enrollment(
+        "dev own voice", truth["enrollment"], truth["words"], truth["groups"], data_dir, encoder, root
+    )[0]
+    households: dict[str, list[DevCondition]] = {}
+    for name, enrollers in (("household-1", 1), ("household-3", 3)):
+        households[name] = []
+        for rotation in range(len(truth["groups"])):  # every speaker enrolls each digit once: 60 keywords
+            spec, words, events = household_spec(truth, rotation, enrollers)
+            enrollment = ensure_enrollment(f"dev {name}", spec, words, [list(spec)], data_dir, encoder, root)
+            households[name].append(DevCondition(enrollment[0], events))
+    log.info(
+        "dev: cohort %.2f h (%d speakers), speech %.2f h, music %.2f h, own voice %d keywords, %d utterances",
+        cohort.hours,
+        len(held),
+        speech_windows.hours,
+        music_windows.hours,
+        len(enrolled.keywords),
+        len(own.events("keyword")),
+    )
+    conditions = {"own voice": [DevCondition(enrolled, truth["events"])], **households}
+    return DevData(encoder, settings, cohort, own_windows, speech_windows, music_windows, conditions)
+
+
+def _evaluate(
+    rule: ShippedRule, data: DevData, parts: Sequence[DevCondition], levels: Sequence[float]
+) -> dict[str, Any]:
+    """One condition under one rule: pooled over its parts at the rule's thresholds; off the curve when it has one
+    part (the parts' curves have different threshold offsets)."""
+    misses = utterances = keywords = 0
+    false_accepts = {"speech": 0, "music": 0, "stream": 0}
+    keyword_hours = {"speech": 0.0, "music": 0.0, "stream": 0.0}
+    thresholds, curve = [], None
+    for part in parts:
+        sweep, targets = run_sweep(
+            rule,
+            data.windows,
+            part.enrollment,
+            part.truth,
+            {"speech": data.speech, "music": data.music},
+            60,
+            50.0,
+            1.0,
+        )
+        curve = curve_points(sweep, targets, None)[0]
+        at = sweep.offsets.index(0.0)
+        # Only utterances some enrolled keyword targets (the household enroller's own are neutral, not misses).
+        aimed = np.concatenate([own for own, _, _ in targets.per_keyword])
+        misses += int(np.count_nonzero(~sweep.matched[at][aimed]))
+        utterances += int(aimed.shape[0])
+        keywords += sweep.keywords
+        for source in false_accepts:
+            false_accepts[source] += sweep.false_accepts[source][at]
+            keyword_hours[source] += sweep.keywords * sweep.hours[source]
+        resolved = rule.resolver.resolve(rule.templates(part.enrollment))
+        thresholds += [float(r.template.threshold or 0.0) for r in resolved]
+    return {
+        "keywords": keywords,
+        "utterances": utterances,
+        "frr": misses / max(1, utterances),
+        "fa_longform": (false_accepts["speech"] + false_accepts["music"])
+        / (keyword_hours["speech"] + keyword_hours["music"]),
+        "fa_speech": false_accepts["speech"] / keyword_hours["speech"],
+        "fa_music": false_accepts["music"] / keyword_hours["music"],
+        "fa_stream": false_accepts["stream"] / keyword_hours["stream"],
+        "frr_at_longform": {
+            f"{v:g}": frr_at(curve, v, "fa_longform") if len(parts) == 1 and curve else None for v in levels
+        },
+        "thresholds": [float(np.min(thresholds)), float(np.median(thresholds)), float(np.max(thresholds))],
+    }
+
+
+def evaluate_settings(
+    data: DevData, settings: Sequence[DevSetting], levels: Sequence[float] = (0.5, 1.0)
+) -> list[dict[str, Any]]:
+    """Per setting and condition: FRR and long-form false accepts per hour per keyword at the rule's thresholds
+    (and off its curve), each keyword's budget recomputed under the setting's own rule (as the daemon would)."""
+    rows = []
+    for setting in settings:
+        detector = dataclasses.replace(
+            data.settings,
+            veto_margin=setting.veto_margin,
+            hard_negatives=setting.hard_negatives,
+            trigger_level=setting.trigger_level,
+            trigger_window=setting.trigger_window,
+        )
+        rule = ShippedRule(
+            detector,
+            KeywordResolver(detector, data.cohort),
+            data.encoder.sha256,
+            data.encoder.frontend_fingerprint,
+            setting.name,
+        )
+        for name, parts in data.conditions.items():
+            row = {"condition": name} | asdict(setting) | _evaluate(rule, data, parts, levels)
+            rows.append(row)
+            log.info(
+                "%s, %s: FRR %.1f %% at %.2f FA/h", name, setting.name, 100 * row["frr"], row["fa_longform"]
+            )
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    levels = list(rows[0]["frr_at_longform"]) if rows else []
+    head = (
+        "| condition | trigger | veto margin | look-alikes | FRR at the rule's thresholds | FA/h/kw there (speech / music / stream) | "
+        + " | ".join(f"FRR at <= {v} FA/h/kw" for v in levels)
+        + " | thresholds min / median / max |"
+    )
+    lines = [head, "|" + "---|" * (7 + len(levels))]
+    for r in rows:
+        at = " | ".join("-" if v is None else f"{100 * v:.1f} %" for v in r["frr_at_longform"].values())
+        low, mid, high = r["thresholds"]
+        lines.append(
+            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {100 * r['frr']:.1f} % | "
+            f"{r['fa_longform']:.2f} ({r['fa_speech']:.2f} / {r['fa_music']:.2f} / {r['fa_stream']:.2f}) | {at} | {low:.3f} / {mid:.3f} / {high:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _trigger(text: str) -> tuple[int, int]:
+    try:
+        level, window = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LEVEL/WINDOW such as 2/3, got {text!r}") from None
+    if not 1 <= level <= window <= 50:
+        raise argparse.ArgumentTypeError(f"expected 1 <= LEVEL <= WINDOW <= 50, got {text!r}")
+    return level, window
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kws-bench dev",
+        description="The development condition (training data only): own-voice FRR and false accepts per hour "
+        "for each veto setting, to pick the shipped one without looking at the benchmark.",
+    )
+    parser.add_argument(
+        "--speechocean",
+        type=Path,
+        default=REPO.parent / "sources" / "speechocean762",
+        help="speechocean762 checkout (its train speakers only are read)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=REPO.parent / "shared" / "data", help="the speech data folder"
+    )
+    parser.add_argument("--model", type=Path, default=REPO / "build" / "udkws_int8.tflite")
+    parser.add_argument("--veto-margins", type=float, nargs="+", default=[0.0])
+    parser.add_argument("--hard-negatives", type=int, nargs="+", default=[100])
+    parser.add_argument(
+        "--triggers",
+        type=_trigger,
+        nargs="+",
+        default=[(2, 3)],
+        help="trigger rules LEVEL/WINDOW: fire when LEVEL of the last WINDOW windows pass (default 2/3)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEV_ROOT, help="cache and results folder (default build/bench-dev)"
+    )
+    parser.add_argument(
+        "--cohort-hours",
+        type=float,
+        default=DevConfig.cohort_hours,
+        help="train speakers' hours for the dev cohort; the rest are the long-form negatives",
+    )
+    parser.add_argument("--music", type=Path, help=f"training music folder (default: {DEV_MUSIC_PACKAGE}'s)")
+    parser.add_argument(
+        "--max-pairs", type=int, help="at most this many (speaker, digit) keywords (default all 60)"
+    )
+    parser.add_argument(
+        "--distractors", type=int, default=DevConfig.distractor_clips, help="unknown-word clips in the stream"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def dev_main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("edge.templates").setLevel(logging.WARNING)
+    bad = [m for m in args.veto_margins if not 0.0 <= m <= 1.0] + [
+        n for n in args.hard_negatives if not 0 <= n <= 1000
+    ]
+    if bad:
+        log.error("--veto-margins must be in [0, 1] and --hard-negatives in 0-1000, got %s", bad)
+        return 2
+    config = DevConfig(
+        cohort_hours=args.cohort_hours, max_pairs=args.max_pairs, distractor_clips=args.distractors
+    )
+    try:
+        data = prepare(
+            args.data_dir, args.speechocean, args.model, config, args.out, not args.no_progress, args.music
+        )
+    except (ValueError, OSError) as error:
+        log.error("%s", error)
+        return 2
+    settings = [
+        DevSetting(margin, count, level, window)
+        for level, window in args.triggers
+        for count in args.hard_negatives
+        for margin in args.veto_margins
+    ]
+    rows = evaluate_settings(data, settings)
+    result = {
+        "model": data.encoder.sha256,
+        "config": asdict(config),
+        "cohort_hours": data.cohort.hours,
+        "speech_hours": data.speech.hours,
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "dev.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown(rows))
+    print(f"\nwrote {args.out / 'dev.json'}")
+    return 0
