@@ -14,7 +14,7 @@ APT_PACKAGES ?= portaudio19-dev systemd espeak-ng flite festival festvox-kallpc1
 	festvox-us-slt-hts sox mosquitto asc-music libfaketime
 # Only `make data` (training music, held-out music) and `make bench` (the reserved false-alarm music) need these
 # ~290 MB: they are installed by those targets, not by `make setup`.
-DATA_APT_PACKAGES ?= wesnoth-1.16-music warzone2100-music singularity-music
+DATA_APT_PACKAGES ?= wesnoth-1.16-music warzone2100-music singularity-music ufoai-music
 PYTEST_ARGS ?=
 export OMP_NUM_THREADS ?= 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -97,6 +97,8 @@ lint: $(STAMP)
 # impostor cohort (false-alarm budgets) is committed beside the checkpoint and published next to the model when
 # it was made with that very model; `make cohort SPEECHOCEAN=DIR` rebuilds it for a new one.
 SHIPPED_COHORT := training/shipped/udkws_int8.cohort.npz
+# The music the cohort may ship: ufoai-music's CC BY 3.0 tracks (conversion/cohort.py; installed by data-setup).
+COHORT_MUSIC_PACK := /usr/share/games/ufoai/base/0music.pk3
 $(MODEL): $(SHIPPED_CKPT) $(wildcard $(SHIPPED_COHORT)) | $(STAMP)
 	$(BIN)/kws-convert all
 
@@ -113,6 +115,7 @@ cohort: $(STAMP) $(DATA_STAMP) $(MODEL)
 	@test -n "$(SPEECHOCEAN)" || { echo "usage: make cohort SPEECHOCEAN=/path/to/speechocean762 (git clone https://github.com/jimbozhang/speechocean762)" >&2; exit 2; }
 	$(BIN)/kws-convert cohort --speechocean "$(SPEECHOCEAN)" --speechocean-hours 2.3 --noise-hours 0.2 \
 		$(if $(wildcard corpora/rooms/sounds.csv),--noise-manifest corpora/rooms/sounds.csv) \
+		$(if $(wildcard $(COHORT_MUSIC_PACK)),--music-pack $(COHORT_MUSIC_PACK) --music-hours 0.4) \
 		--out $(SHIPPED_COHORT)
 
 calibration: $(STAMP)

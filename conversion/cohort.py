@@ -7,7 +7,10 @@ gate, the int8 encoder) so that every window embedding is the one the board woul
   speaker with the sentences joined by short pauses;
 - isolated words of the training corpora in the speech data folder (never `gsc_v2_test`, never a command
   word), joined into streams of many speakers with short random gaps;
-- noise and music from a noise-set manifest, `train` split only.
+- noise and music from a noise-set manifest, `train` split only;
+- music it may ship: the CC BY 3.0 tracks of the Debian package `ufoai-music` (inside its `0music.pk3`), up to
+  two minutes of each at the speech level (the GPL game music of the training set stays out, and the benchmark's
+  `singularity-music` is reserved for measuring).
 Gated windows are stored as zero vectors (cosine 0: they never fire), so the cohort's length is its duration.
 Deterministic for a given model, sources and seed.
 """
@@ -42,9 +45,10 @@ __all__ = [
     "CohortSources",
     "Stream",
     "build_cohort",
-    "holds_forbidden",
     "cohort_main",
     "embed_cohort",
+    "holds_forbidden",
+    "music_streams",
     "publish_cohort",
     "speechocean_train_streams",
 ]
@@ -70,6 +74,8 @@ class CohortSources:
     noise_hours: float = 0.25
     seed: int = 0
     noise_kinds: tuple[str, ...] = ("noise",)
+    music_pack: Path | None = None  # ufoai-music's 0music.pk3 (COHORT_MUSIC_PACK)
+    music_hours: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,64 @@ def noise_streams(
         )
 
 
+# Music the cohort may ship (it is published with the model): the CC BY 3.0 tracks of ufoai-music, per its Debian
+# copyright file: David Reeves (Destructavator), azrael1322, Karl Macklin, Manuel "Vanethian" Marino, Gren.
+COHORT_MUSIC_PACKAGE = "ufoai-music"
+COHORT_MUSIC_PACK = Path("/usr/share/games/ufoai/base/0music.pk3")
+COHORT_MUSIC_TRACKS = (
+    "David01", "David02", "David03", "David04", "David05", "azrael1", "karlmacklin_geoscape", "van_geoscape",
+    "van_mission", "van_mission2", "van_mission3", "van_mission4", "van_theme",
+)  # fmt: skip
+COHORT_MUSIC_SOURCE = "ufoai-music CC BY 3.0 tracks (Reeves, azrael1322, Macklin, Marino, Gren)"
+MUSIC_DBFS = -26.0  # the speech level of kws-bench's streams
+
+
+def music_streams(
+    pack: Path,
+    hours: float,
+    seed: int,
+    tracks: Sequence[str] = COHORT_MUSIC_TRACKS,
+    per_track_s: float = 120.0,
+) -> Iterator[Stream]:
+    """Up to `per_track_s` of each track (`music/<name>.ogg` in the zip `pack`) from a seeded offset, tracks in a
+    seeded order, each scaled to MUSIC_DBFS RMS, until `hours`."""
+    import io
+    import zipfile
+
+    import soundfile
+
+    from edge.audio import resample, to_mono
+
+    if not pack.is_file():
+        raise FileNotFoundError(
+            f"{pack}: no music pack (`apt-get install {COHORT_MUSIC_PACKAGE}`, or `make data-setup`)"
+        )
+    rng = random.Random(seed + 3)
+    order = list(tracks)
+    rng.shuffle(order)
+    budget = hours * 3600 * RATE
+    with zipfile.ZipFile(pack) as archive:
+        for name in order:
+            if budget <= 0:
+                return
+            member = f"music/{name}.ogg"
+            try:
+                data, rate = soundfile.read(io.BytesIO(archive.read(member)), dtype="float32", always_2d=True)
+            except KeyError:
+                raise FileNotFoundError(
+                    f"{pack}: no {member} (expected the {COHORT_MUSIC_PACKAGE} package's)"
+                ) from None
+            audio = resample(to_mono(data), rate, RATE) if rate != RATE else to_mono(data)
+            length = int(min(budget, per_track_s * RATE, audio.shape[0]))
+            start = rng.randrange(0, audio.shape[0] - length + 1)
+            piece = audio[start : start + length].astype(np.float64)
+            rms = float(np.sqrt(np.mean(piece**2))) or 1.0
+            peak = float(np.max(np.abs(piece))) or 1.0
+            budget -= length
+            scaled = piece * min(10 ** (MUSIC_DBFS / 20) / rms, 0.99 / peak)
+            yield Stream(f"music:{name}", COHORT_MUSIC_SOURCE, scaled.astype(np.float32))
+
+
 def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSources, command: str) -> Cohort:
     """Embed every source stream with the daemon's detector; one cohort segment per stream."""
     streams: list[Stream] = []
@@ -198,12 +262,18 @@ def build_cohort(encoder: Encoder, settings: DetectorConfig, sources: CohortSour
         streams += noise_streams(
             sources.noise_manifest, sources.noise_hours, sources.seed, sources.noise_kinds
         )
+    if sources.music_pack is not None and sources.music_hours > 0:
+        streams += music_streams(sources.music_pack, sources.music_hours, sources.seed)
     if not streams:
-        raise ValueError("cohort: no source given (--speechocean, --data-dir and/or --noise-manifest)")
+        raise ValueError(
+            "cohort: no source given (--speechocean, --data-dir, --noise-manifest and/or --music-pack)"
+        )
     return embed_cohort(encoder, settings, streams, command)
 
 
-def embed_cohort(encoder: Encoder, settings: DetectorConfig, streams: Sequence[Stream], command: str) -> Cohort:
+def embed_cohort(
+    encoder: Encoder, settings: DetectorConfig, streams: Sequence[Stream], command: str
+) -> Cohort:
     """The streams' window embeddings through the daemon's detector, one cohort segment per stream."""
     started = time.monotonic()
     parts, starts, seconds = [], [], defaultdict(float)
@@ -270,6 +340,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--noise-kinds", default="noise", help="kinds of the manifest to use, comma-separated (default noise)"
     )
+    parser.add_argument(
+        "--music-pack",
+        type=Path,
+        help=f"the {COHORT_MUSIC_PACKAGE} pack ({COHORT_MUSIC_PACK}): its CC BY tracks",
+    )
+    parser.add_argument("--music-hours", type=float, default=CohortSources.music_hours)
     parser.add_argument("--config", type=Path, help="edge config for the detector settings (default shipped)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -290,6 +366,8 @@ def cohort_main(argv: Sequence[str]) -> int:
         args.noise_hours,
         args.seed,
         tuple(args.noise_kinds.split(",")),
+        args.music_pack,
+        args.music_hours,
     )
     encoder = load_model(args.model)
     cohort = build_cohort(encoder, settings, sources, "kws-convert cohort " + " ".join(argv))

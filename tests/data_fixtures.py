@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -109,3 +110,13 @@ def chord_tracks(root: Path) -> Path:
         chord = sum(np.sin(2 * np.pi * f * (1 + index) * t) for f in (220.0, 277.2, 329.6)) * 0.1
         soundfile.write(str(path), np.stack([chord, chord], axis=1), 44100, format="OGG", subtype="VORBIS")
     return root
+
+
+def music_pack(tmp_path: Path, names: tuple[str, ...] = ("a", "b")) -> Path:
+    """A zip laid out as ufoai-music's 0music.pk3: music/<name>.ogg (6 s chord tracks at 44.1 kHz)."""
+    tracks = chord_tracks(tmp_path / "tracks")
+    pack = tmp_path / "0music.pk3"
+    with zipfile.ZipFile(pack, "w") as archive:
+        for index, name in enumerate(names):
+            archive.write(tracks / ("a.ogg" if index % 2 == 0 else "win/b.ogg"), f"music/{name}.ogg")
+    return pack

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.data_fixtures import chord_tracks, kaldi_corpus
+from conversion.cohort import COHORT_MUSIC_SOURCE, COHORT_MUSIC_TRACKS
+from tests.data_fixtures import chord_tracks, kaldi_corpus, music_pack
 from tests.edge_fixtures import random_model_path  # noqa: F401  (a fixture)
 from training.bench.dev import (
     DIGITS,
@@ -84,7 +85,9 @@ def test_dev_condition_end_to_end(
     tmp_path: Path,
 ) -> None:
     music = chord_tracks(tmp_path / "music")
-    data = prepare(kws_data_dir, corpus, random_model_path, TINY, tmp_path / "dev", False, music)
+    pack = music_pack(tmp_path / "pack", COHORT_MUSIC_TRACKS)
+    data = prepare(kws_data_dir, corpus, random_model_path, TINY, tmp_path / "dev", False, music, pack)
+    assert {s["source"] for s in data.cohort.meta["sources"]} >= {COHORT_MUSIC_SOURCE}
     assert data.music.hours == pytest.approx(15.0 / 3600, abs=1e-4)  # two 6 s tracks, 1 s gaps
     held = set(data.cohort.meta["speakers"])
     speech_stream = json.loads((Path(str(data.speech.audio_path)).parent / "truth.json").read_text())
@@ -124,6 +127,7 @@ def test_dev_cli_writes_the_table(
     argv = ["--speechocean", str(corpus), "--data-dir", str(kws_data_dir), "--model", str(random_model_path),
             "--cohort-hours", "0.001", "--max-pairs", "2", "--distractors", "3", "--veto-margins", "0", "0.1",
             "--triggers", "2/3", "--music", str(chord_tracks(tmp_path / "music")), "--out", str(out),
+            "--cohort-music-hours", "0",
             "--no-progress"]  # fmt: skip
     assert dev_main(argv) == 0
     result = json.loads((out / "dev.json").read_text())

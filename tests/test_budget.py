@@ -166,7 +166,7 @@ def test_resolver_thresholds_by_source(tmp_path: Path, caplog: pytest.LogCapture
     rng = np.random.default_rng(7)
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")
-    _cohort(rng).save(cohort_path_for(model))
+    _cohort(rng, 24000).save(cohort_path_for(model))  # enough alarms in its first half for every look-alike
     config = Config()
     resolver = KeywordResolver.for_model(config, model, SHA)
     own = _template(rng, "own", threshold=0.8)

@@ -9,11 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conversion.cohort import CohortSources, build_cohort, noise_streams, speechocean_train_streams
+from conversion.cohort import (
+    COHORT_MUSIC_SOURCE,
+    COHORT_MUSIC_TRACKS,
+    CohortSources,
+    build_cohort,
+    music_streams,
+    noise_streams,
+    speechocean_train_streams,
+)
 from edge.audio import load_audio, write_wav
 from edge.cohort import Cohort, cohort_path_for
 from edge.config import DetectorConfig
 from edge.model import load_model
+from tests.data_fixtures import music_pack
 from tests.edge_fixtures import random_model_path  # noqa: F401  (a fixture)
 
 MINI = Path(__file__).resolve().parent / "fixtures" / "speechocean762_mini"
@@ -75,3 +84,28 @@ def test_build_cohort_embeds_each_stream_as_the_daemon_does(
     path = cohort_path_for(tmp_path / "m.tflite")
     cohort.save(path)
     assert np.array_equal(Cohort.load(path, encoder.sha256).embeddings, cohort.embeddings)
+
+
+def test_music_streams_read_the_pack_at_the_speech_level(tmp_path: Path) -> None:
+    pack = music_pack(tmp_path)
+    streams = list(music_streams(pack, hours=1.0, seed=0, tracks=("a", "b"), per_track_s=2.0))
+    assert sorted(s.name for s in streams) == ["music:a", "music:b"]
+    for stream in streams:
+        assert stream.audio.shape == (32000,) and stream.source == COHORT_MUSIC_SOURCE
+        assert 20 * np.log10(np.sqrt(np.mean(stream.audio**2))) == pytest.approx(-26.0, abs=0.1)
+    # The hour budget stops the list; tracks come in a seeded order.
+    assert len(list(music_streams(pack, hours=1.5 / 3600, seed=0, tracks=("a", "b"), per_track_s=2.0))) == 1
+    with pytest.raises(FileNotFoundError, match=r"music/c\.ogg"):
+        list(music_streams(pack, hours=1.0, seed=0, tracks=("c",)))
+    with pytest.raises(FileNotFoundError, match="apt-get install ufoai-music"):
+        list(music_streams(tmp_path / "none.pk3", hours=1.0, seed=0))
+
+
+def test_build_cohort_adds_the_music(corpus: Path, random_model_path: Path, tmp_path: Path) -> None:
+    encoder = load_model(random_model_path)
+    pack = music_pack(tmp_path, COHORT_MUSIC_TRACKS)
+    sources = CohortSources(speechocean=corpus, music_pack=pack, music_hours=1.0)
+    cohort = build_cohort(encoder, DetectorConfig(), sources, "test")
+    assert cohort.segment_starts.shape == (3 + len(COHORT_MUSIC_TRACKS),)
+    music = next(s for s in cohort.meta["sources"] if s["source"] == COHORT_MUSIC_SOURCE)
+    assert music["seconds"] == pytest.approx(6.0 * len(COHORT_MUSIC_TRACKS), abs=0.5)

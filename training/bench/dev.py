@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from conversion.cohort import embed_cohort, holds_forbidden, speechocean_train_streams
+from conversion.cohort import (
+    COHORT_MUSIC_PACK,
+    embed_cohort,
+    holds_forbidden,
+    music_streams,
+    speechocean_train_streams,
+)
 from edge.cohort import Cohort, CohortError
 from edge.config import DetectorConfig, load_config
 from edge.model import Encoder, load_model
@@ -80,10 +86,10 @@ class DevConfig:
     utterances_per_pair: int = 12
     max_pairs: int | None = None  # all 60
     distractor_clips: int = 600
-    cohort_hours: float = (
-        1.5  # the rest of the 2.9 h of train speakers (0.8 h of sentences) are the negatives
-    )
+    # The first train speakers of the shipped cohort's order; the rest (0.89 h of sentences) are the negatives.
+    cohort_hours: float = 1.5
     cohort_seed: int = 0  # the shipped cohort's speaker order
+    cohort_music_hours: float = 0.4  # the shipped cohort's music (`make cohort`)
     music_seconds: float = 3600.0  # of the training music (wesnoth-1.16-music, 2.1 h), never the benchmark's
     gap_s: tuple[float, float] = (0.8, 2.0)
     longform_gap_s: tuple[float, float] = (0.3, 1.2)
@@ -219,7 +225,12 @@ def _speaker_order(speechocean: Path, seed: int) -> list[str]:
 
 
 def ensure_cohort(
-    encoder: Encoder, settings: DetectorConfig, speechocean: Path, config: DevConfig, root: Path
+    encoder: Encoder,
+    settings: DetectorConfig,
+    speechocean: Path,
+    config: DevConfig,
+    root: Path,
+    music_pack: Path = COHORT_MUSIC_PACK,
 ) -> tuple[Cohort, list[str]]:
     """The dev cohort and the train speakers it holds (cached per model)."""
     path = root / "cohorts" / f"{config.fingerprint('cohort', model=encoder.sha256, hop=settings.hop_ms)}.npz"
@@ -229,8 +240,10 @@ def ensure_cohort(
     except CohortError:
         pass
     streams = list(speechocean_train_streams(speechocean, config.cohort_hours, config.cohort_seed, DIGITS))
-    cohort = embed_cohort(encoder, settings, streams, "training.bench.dev")
     speakers = [s.name.split(":", 1)[1] for s in streams]
+    if config.cohort_music_hours > 0:
+        streams += music_streams(music_pack, config.cohort_music_hours, config.cohort_seed)
+    cohort = embed_cohort(encoder, settings, streams, "training.bench.dev")
     cohort = dataclasses.replace(cohort, meta=cohort.meta | {"speakers": speakers})
     path.parent.mkdir(parents=True, exist_ok=True)
     cohort.save(path)
@@ -329,12 +342,13 @@ def prepare(
     root: Path,
     progress: bool = True,
     music_dir: Path | None = None,
+    cohort_music_pack: Path = COHORT_MUSIC_PACK,
 ) -> DevData:
     """Build (or read from `root`) the dev streams, cohort, embeddings and enrollments; `music_dir`: the training
-    music (default the Debian package's folder)."""
+    music (default the Debian package's folder); `cohort_music_pack`: the cohort's music (ufoai-music's)."""
     encoder = load_model(model)
     settings = load_config(DEFAULT_EDGE_CONFIG).detector
-    cohort, held = ensure_cohort(encoder, settings, speechocean, config, root)
+    cohort, held = ensure_cohort(encoder, settings, speechocean, config, root, cohort_music_pack)
     own = ensure_own_voice(data_dir, config, root)
     speech = ensure_speech(speechocean, held, config, root)
     music = ensure_music_stream(
@@ -509,6 +523,18 @@ def _parser() -> argparse.ArgumentParser:
         default=DevConfig.cohort_hours,
         help="train speakers' hours for the dev cohort; the rest are the long-form negatives",
     )
+    parser.add_argument(
+        "--cohort-music-hours",
+        type=float,
+        default=DevConfig.cohort_music_hours,
+        help="hours of the shippable cohort music (ufoai-music's CC BY tracks) in the dev cohort",
+    )
+    parser.add_argument(
+        "--cohort-music-pack",
+        type=Path,
+        default=COHORT_MUSIC_PACK,
+        help="the cohort music's pack (ufoai-music)",
+    )
     parser.add_argument("--music", type=Path, help=f"training music folder (default: {DEV_MUSIC_PACKAGE}'s)")
     parser.add_argument(
         "--max-pairs", type=int, help="at most this many (speaker, digit) keywords (default all 60)"
@@ -531,11 +557,21 @@ def dev_main(argv: Sequence[str]) -> int:
         log.error("--veto-margins must be in [0, 1] and --hard-negatives in 0-1000, got %s", bad)
         return 2
     config = DevConfig(
-        cohort_hours=args.cohort_hours, max_pairs=args.max_pairs, distractor_clips=args.distractors
+        cohort_music_hours=args.cohort_music_hours,
+        cohort_hours=args.cohort_hours,
+        max_pairs=args.max_pairs,
+        distractor_clips=args.distractors,
     )
     try:
         data = prepare(
-            args.data_dir, args.speechocean, args.model, config, args.out, not args.no_progress, args.music
+            args.data_dir,
+            args.speechocean,
+            args.model,
+            config,
+            args.out,
+            not args.no_progress,
+            args.music,
+            args.cohort_music_pack,
         )
     except (ValueError, OSError) as error:
         log.error("%s", error)

@@ -33,7 +33,9 @@ class Utterance:
 def read_table(path: Path, hint: str = SPEECHOCEAN_HINT) -> dict[str, str]:
     """`<utterance id> <value>` per line (a space or a tab after the id); blank lines skipped."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (expected a Kaldi data folder: text, wav.scp, utt2spk). {hint}")
+        raise FileNotFoundError(
+            f"{path}: missing (expected a Kaldi data folder: text, wav.scp, utt2spk). {hint}"
+        )
     table = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -52,7 +54,9 @@ def read_split(corpus: Path, split: str, hint: str = SPEECHOCEAN_HINT) -> list[U
     ids = set(texts) | set(wavs)
     incomplete = sorted(utt for utt in ids if utt not in texts or utt not in wavs or utt not in speakers)
     if incomplete:
-        raise ValueError(f"{folder}: utterances without all of text, wav.scp and utt2spk, e.g. {incomplete[:5]}")
+        raise ValueError(
+            f"{folder}: utterances without all of text, wav.scp and utt2spk, e.g. {incomplete[:5]}"
+        )
     return [Utterance(utt, speakers[utt], texts[utt], Path(corpus) / wavs[utt]) for utt in sorted(ids)]
 
 
@@ -72,5 +76,7 @@ def read_kaldi_part(source: Path, part: str = "train") -> list[Utterance]:
     test_speakers = set(read_table(source / "test" / "utt2spk").values())
     leaked = sorted({u.speaker for u in utterances if u.speaker in test_speakers})
     if leaked:
-        raise ReservedSpeakerError(f"{source}/train lists test speaker(s) {leaked[:10]}: refusing to use them")
+        raise ReservedSpeakerError(
+            f"{source}/train lists test speaker(s) {leaked[:10]}: refusing to use them"
+        )
     return utterances

@@ -380,7 +380,11 @@ def build_kokoro_main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = builder_config(
-            args, KokoroConfig, "kokoro", comma_lists=("voices", "exclude_voices"), repeated=("exclude_words",)
+            args,
+            KokoroConfig,
+            "kokoro",
+            comma_lists=("voices", "exclude_voices"),
+            repeated=("exclude_words",),
         )
         summary = build_kokoro(config)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
