@@ -94,7 +94,7 @@ class DetectorConfig:
     gate: bool = True
     gate_dbfs: float = -45.0
     false_alarms_per_hour: float = 0.5
-    hard_negatives: int = 200
+    hard_negatives: int = 100
     veto_margin: float = 0.0
 
     def validate(self, section: str) -> None:
