@@ -3,6 +3,7 @@ listening"). Needs a finished `make bench` for the current model; evaluates, not
 
     .venv/bin/python tests/tools/veto_rules.py misses          # own-voice utterances lost to the veto
     .venv/bin/python tests/tools/veto_rules.py template best prune guard
+    .venv/bin/python tests/tools/veto_rules.py --dev template best prune guard   # on `make bench-dev`'s cache
 
 Rules (each keyword's threshold recomputed from the 0.5/h budget on the cohort's calibration half under the
 rule's own veto, with `edge.budget`):
@@ -134,12 +135,57 @@ def own_voice_misses(rule: ShippedRule) -> dict[str, int]:
 MODES = ("misses", "template", "best", "prune", "guard")
 
 
+def dev_table(modes: list[str]) -> None:
+    """The rules on the development condition (training.bench.dev), each keyword's budget under its own veto."""
+    from edge.resolver import KeywordResolver
+    from training.bench.dev import DEV_ROOT, DevConfig, prepare
+    from training.bench.sweep import run_sweep
+
+    data = prepare(
+        REPO.parent / "shared" / "data",
+        REPO.parent / "sources" / "speechocean762",
+        MODEL,
+        DevConfig(),
+        DEV_ROOT,
+        False,
+    )
+    s = data.settings
+    base = ShippedRule(
+        s, KeywordResolver(s, data.cohort), data.encoder.sha256, data.encoder.frontend_fingerprint
+    )
+    negatives = {"speech": data.speech, "music": data.music}
+    for mode in modes:
+        rule = VetoRule(base, mode)
+        for name, parts in data.conditions.items():
+            misses = utterances = false_accepts = 0
+            keyword_hours = 0.0
+            for part in parts:
+                sweep, targets = run_sweep(
+                    rule, data.windows, part.enrollment, part.truth, negatives, 60, 50.0, 1.0
+                )
+                at = sweep.offsets.index(0.0)
+                aimed = np.concatenate([own for own, _, _ in targets.per_keyword])
+                misses += int(np.count_nonzero(~sweep.matched[at][aimed]))
+                utterances += int(aimed.shape[0])
+                false_accepts += sum(sweep.false_accepts[n][at] for n in negatives)
+                keyword_hours += sweep.keywords * sum(sweep.hours[n] for n in negatives)
+            print(
+                f"{mode:8s} {name:12s} FRR {100 * misses / utterances:5.1f} % at "
+                f"{false_accepts / keyword_hours:.2f} FA/h/kw long-form"
+            )
+
+
 def main(modes: list[str]) -> None:
+    dev = modes[:1] == ["--dev"]
+    modes = modes[1:] if dev else modes
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown:
         raise SystemExit(
             f"veto_rules.py: unknown mode(s) {', '.join(unknown)}; expected any of {', '.join(MODES)}"
         )
+    if dev:
+        dev_table([m for m in modes if m != "misses"] or [m for m in MODES if m != "misses"])
+        return
     base = shipped_rule()
     for mode in modes:
         if mode == "misses":
