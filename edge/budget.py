@@ -35,6 +35,7 @@ __all__ = [
     "budget_for_template",
     "hard_negatives",
     "phrase_scores",
+    "prune_lookalikes",
     "trigger_peaks",
     "trigger_scores",
 ]
@@ -206,6 +207,18 @@ def hard_negatives(
     trigger = trigger_scores(pool.scores(template), pool.segment_starts, level, window)
     _, windows = trigger_peaks(trigger, pool.segment_starts, refractory, at_least=count, down_to=np.inf)
     return pool.rows(windows[:count])
+
+
+def prune_lookalikes(found: FloatArray, take_units: npt.ArrayLike, floor: float) -> FloatArray:
+    """`found` look-alikes less one more like a user's take than that take is like the user's other takes (its
+    leave-one-out cosine) and than `floor`: such a "look-alike" is how the user may say the word, and would veto
+    them. With fewer than two takes, or `floor` >= 1, nothing is dropped."""
+    takes = np.asarray(take_units, dtype=np.float32)
+    if found.shape[0] == 0 or floor >= 1.0 or takes.ndim != 2 or takes.shape[0] < 2:
+        return found
+    bar = np.maximum(np.asarray(_leave_one_out(takes), dtype=np.float32), np.float32(floor))
+    kept: FloatArray = found[~np.any(found @ takes.T > bar, axis=1)]
+    return kept
 
 
 def _vetoed(

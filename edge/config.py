@@ -96,6 +96,7 @@ class DetectorConfig:
     false_alarms_per_hour: float = 0.5
     hard_negatives: int = 100
     veto_margin: float = 0.0
+    lookalike_prune_floor: float = 0.7
 
     def validate(self, section: str) -> None:
         _require(
@@ -138,6 +139,11 @@ class DetectorConfig:
             0.0 <= self.veto_margin <= 1.0,
             f"{section}.veto_margin",
             f"must be a cosine difference in [0, 1], got {self.veto_margin}",
+        )
+        _require(
+            0.0 <= self.lookalike_prune_floor <= 1.0,
+            f"{section}.lookalike_prune_floor",
+            f"must be a cosine in [0, 1] (1: never prune), got {self.lookalike_prune_floor}",
         )
         _require(
             -120.0 <= self.gate_dbfs <= 0.0,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.budget import KeywordBudget, budget_for_template, hard_negatives, phrase_scores
+from edge.budget import KeywordBudget, budget_for_template, hard_negatives, phrase_scores, prune_lookalikes
 from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.config import Config, DetectorConfig
 from edge.templates import Template
@@ -120,6 +120,7 @@ class KeywordResolver:
                 settings.trigger_window,
                 self._refractory,
             )
+            found = prune_lookalikes(found, template.take_embeddings, settings.lookalike_prune_floor)
             negatives = np.concatenate([negatives, found]) if found.shape[0] else negatives
         if template.threshold is not None:
             return Resolved(replace(template, negatives=negatives), None, "keyword")

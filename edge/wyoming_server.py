@@ -86,7 +86,9 @@ class WakeSession(AsyncEventHandler):
         sock = writer.get_extra_info("socket")
         # A TCP socket can wake the event loop only once a window's worth of chunks has arrived (SO_RCVLOWAT);
         # other sockets rest by pausing the transport instead (see _rest_until_next_window).
-        self._tcp_socket = sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
+        self._tcp_socket = (
+            sock if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6) else None
+        )
 
     async def run(self) -> None:
         """Events until the client leaves, goes silent for idle_timeout_s, or sends something unusable."""

@@ -17,6 +17,7 @@ from edge.budget import (
     TailModel,
     budget_for_template,
     hard_negatives,
+    prune_lookalikes,
     trigger_peaks,
     trigger_scores,
 )
@@ -216,3 +217,47 @@ def test_the_shipped_cohort_belongs_to_the_shipped_model() -> None:
     assert all("test" not in source["source"] for source in cohort.meta["sources"])
     published = Cohort.load(cohort_path_for(model), file_sha256(model))
     assert np.array_equal(published.embeddings, cohort.embeddings)
+
+
+def test_look_alikes_like_the_users_own_takes_are_pruned() -> None:
+    rng = np.random.default_rng(11)
+    word = _units(rng, 1)[0]
+    takes = word + 0.25 * _units(rng, 3)
+    takes /= np.linalg.norm(takes, axis=1, keepdims=True)
+    near = takes[0] + 0.05 * _units(rng, 1)[0]  # how the user says it: closer to a take than the takes agree
+    far = _units(rng, 1)[0]
+    found = np.stack([near / np.linalg.norm(near), far]).astype(np.float32)
+    loo = np.array(
+        [
+            takes[i] @ np.delete(takes, i, 0).mean(0) / np.linalg.norm(np.delete(takes, i, 0).mean(0))
+            for i in range(3)
+        ]
+    )
+    assert float(found[0] @ takes[0]) > max(float(loo[0]), 0.7) and float(np.max(found[1] @ takes.T)) < 0.7
+    np.testing.assert_array_equal(prune_lookalikes(found, takes, 0.7), found[1:])
+    np.testing.assert_array_equal(prune_lookalikes(found, takes, 1.0), found)  # 1: never prune
+    np.testing.assert_array_equal(
+        prune_lookalikes(found, takes[:1], 0.0), found
+    )  # one take: no agreement to judge
+    np.testing.assert_array_equal(prune_lookalikes(found, takes, float(found[0] @ takes[0]) + 0.01), found)
+
+
+def test_resolver_prunes_by_the_configured_floor(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    template = _template(rng, "budgeted")
+    rows = _units(rng, 24000)
+    for index in range(100, 2000, 200):  # moments of the first streams that sound like the user's first take
+        near = template.take_embeddings[0] + 0.03 * _units(rng, 1)[0]
+        rows[index : index + 4] = near / np.linalg.norm(near)
+    cohort = Cohort.from_float(rows, np.arange(6) * 4000, 100, SHA, {"sources": ["test"]})
+    cohort.save(cohort_path_for(model))
+    counts = []
+    for floor in (1.0, 0.0):
+        config = Config(detector=DetectorConfig(lookalike_prune_floor=floor))
+        resolved = KeywordResolver.for_model(config, model, SHA).resolve([template])[0]
+        counts.append(resolved.template.negatives.shape[0])
+    found = hard_negatives(template.embedding, cohort.halves()[0], 100, 4, 5, 15)
+    expected = prune_lookalikes(found, template.take_embeddings, 0.0).shape[0]
+    assert counts == [100, expected] and expected < 100

@@ -50,6 +50,7 @@ def test_file_values_and_overrides(tmp_path: Path) -> None:
         ('[detector]\nthreshold = "high"\n', r"detector\.threshold: expected a number"),
         ("[detector]\nhop_ms = 105\n", r"detector\.hop_ms: must be a multiple of 10"),
         ("[detector]\nveto_margin = -0.1\n", r"detector\.veto_margin: must be a cosine difference"),
+        ("[detector]\nlookalike_prune_floor = 1.5\n", r"detector\.lookalike_prune_floor: must be a cosine"),
         ("[detector]\ntrigger_level = 4\ntrigger_window = 3\n", r"detector\.trigger_level"),
         ("[detector]\ngate = 1\n", r"detector\.gate: expected true or false"),
         ('[audio]\nsource = "radio"\n', r"audio\.source: must be"),

@@ -109,12 +109,13 @@ class DevSetting:
     hard_negatives: int
     trigger_level: int = 2
     trigger_window: int = 3
+    lookalike_prune_floor: float = 1.0
 
     @property
     def name(self) -> str:
         return (
             f"veto_margin {self.veto_margin:g}, {self.hard_negatives} look-alikes, "
-            f"{self.trigger_level} of {self.trigger_window} windows"
+            f"{self.trigger_level} of {self.trigger_window} windows, prune floor {self.lookalike_prune_floor:g}"
         )
 
 
@@ -444,6 +445,7 @@ def evaluate_settings(
             hard_negatives=setting.hard_negatives,
             trigger_level=setting.trigger_level,
             trigger_window=setting.trigger_window,
+            lookalike_prune_floor=setting.lookalike_prune_floor,
         )
         rule = ShippedRule(
             detector,
@@ -464,16 +466,16 @@ def evaluate_settings(
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     levels = list(rows[0]["frr_at_longform"]) if rows else []
     head = (
-        "| condition | trigger | veto margin | look-alikes | FRR at the rule's thresholds | FA/h/kw there (speech / music / stream) | "
+        "| condition | trigger | veto margin | look-alikes | prune floor | FRR at the rule's thresholds | FA/h/kw there (speech / music / stream) | "
         + " | ".join(f"FRR at <= {v} FA/h/kw" for v in levels)
         + " | thresholds min / median / max |"
     )
-    lines = [head, "|" + "---|" * (7 + len(levels))]
+    lines = [head, "|" + "---|" * (8 + len(levels))]
     for r in rows:
         at = " | ".join("-" if v is None else f"{100 * v:.1f} %" for v in r["frr_at_longform"].values())
         low, mid, high = r["thresholds"]
         lines.append(
-            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {100 * r['frr']:.1f} % | "
+            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {r['lookalike_prune_floor']:g} | {100 * r['frr']:.1f} % | "
             f"{r['fa_longform']:.2f} ({r['fa_speech']:.2f} / {r['fa_music']:.2f} / {r['fa_stream']:.2f}) | {at} | {low:.3f} / {mid:.3f} / {high:.3f} |"
         )
     return "\n".join(lines)
@@ -507,6 +509,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=REPO / "build" / "udkws_int8.tflite")
     parser.add_argument("--veto-margins", type=float, nargs="+", default=[0.0])
     parser.add_argument("--hard-negatives", type=int, nargs="+", default=[100])
+    parser.add_argument(
+        "--prune-floors",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="detector.lookalike_prune_floor values (1: never prune; default 1)",
+    )
     parser.add_argument(
         "--triggers",
         type=_trigger,
@@ -550,11 +559,11 @@ def dev_main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge.templates").setLevel(logging.WARNING)
-    bad = [m for m in args.veto_margins if not 0.0 <= m <= 1.0] + [
+    bad = [m for m in [*args.veto_margins, *args.prune_floors] if not 0.0 <= m <= 1.0] + [
         n for n in args.hard_negatives if not 0 <= n <= 1000
     ]
     if bad:
-        log.error("--veto-margins must be in [0, 1] and --hard-negatives in 0-1000, got %s", bad)
+        log.error("--veto-margins and --prune-floors must be in [0, 1], --hard-negatives 0-1000, got %s", bad)
         return 2
     config = DevConfig(
         cohort_music_hours=args.cohort_music_hours,
@@ -577,10 +586,11 @@ def dev_main(argv: Sequence[str]) -> int:
         log.error("%s", error)
         return 2
     settings = [
-        DevSetting(margin, count, level, window)
+        DevSetting(margin, count, level, window, floor)
         for level, window in args.triggers
         for count in args.hard_negatives
         for margin in args.veto_margins
+        for floor in args.prune_floors
     ]
     rows = evaluate_settings(data, settings)
     result = {

@@ -26,6 +26,7 @@ __all__ = ["Rule", "RuleScores", "RuleSource", "Sweep", "Targets", "curve_points
 FloatArray = npt.NDArray[np.float32]
 RATE = 16000
 NEGATIVES = ("speech", "music")
+NEAR_RULE = np.arange(-0.1, 0.1 + 1e-9, 0.005)  # threshold offsets always swept (cosine)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def _offsets(triggers: Sequence[FloatArray], points: int) -> list[float]:
     )
     counts = np.unique(np.round(np.logspace(np.log10(tail.size), 0, points)).astype(np.int64))
     values = {float(v) for v in tail[tail.size - counts]}
+    # And a fine grid around the rule's own thresholds: the tail's points can leave a gap there as wide as 0.2, so
+    # that a rule just over a false-alarm level read as the next point far above it.
+    values |= {round(float(v), 4) for v in NEAR_RULE}
     return sorted(values | {0.0, float(tail[-1]) + 1e-3}, reverse=True)
 
 
