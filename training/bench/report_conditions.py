@@ -89,12 +89,18 @@ For comparison, the same conditions with one cosine threshold for every keyword 
 {old_rule.markdown()}
 """
     settings = table.settings
+    floor = float(settings.get("lookalike_prune_floor", 1.0))
+    pruned = (
+        f" (less those more like one of the user's takes than the takes agree and than {floor:g})"
+        if floor < 1
+        else ""
+    )
     return f"""## Conditions: false rejects against false accepts per hour per keyword
 
 Every condition with the shipped configuration, as the daemon runs it (`{table.rule}`): each keyword's threshold
 keeps it within **{settings.get("false_alarms_per_hour", 0):g} false alarms per hour** on the model's cohort (ordinary speech and
-music, never these streams), and the cohort's {settings.get("hard_negatives", 0)} moments most like the keyword veto windows more like
-them than the keyword; {settings["trigger_level"]} of {settings["trigger_window"]} windows, refractory {settings["refractory_ms"]} ms.
+music, never these streams), and the cohort's {settings.get("hard_negatives", 0)} moments most like the keyword{pruned} veto windows
+more like them than the keyword; {settings["trigger_level"]} of {settings["trigger_window"]} windows, refractory {settings["refractory_ms"]} ms.
 False accepts are **per hour per keyword**: every enrolled keyword listens to the long-form negatives (speech and
 music) and to the condition stream's distractors, and the false accepts of all of them are divided by the hours
 and the number of keywords. "Long-form only" counts the speech and music alone. "At the rule's thresholds" is
