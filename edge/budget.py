@@ -38,6 +38,7 @@ __all__ = [
     "prune_lookalikes",
     "trigger_peaks",
     "trigger_scores",
+    "veto_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,12 @@ def prune_lookalikes(found: FloatArray, take_units: npt.ArrayLike, floor: float)
     return kept
 
 
+def veto_mask(closest: FloatArray, scores: FloatArray, margin: float) -> npt.NDArray[np.bool_]:
+    """The look-alike veto, one rule for the detector, the budget's calibration and the benchmark: a window is no hit
+    where its closest negative resembles it more than the keyword does, by over `margin`."""
+    return np.asarray(closest > scores + np.float32(margin))
+
+
 def _vetoed(
     scores: FloatArray, calibration: Cohort, negatives: FloatArray, lowest: float, margin: float = 0.0
 ) -> FloatArray:
@@ -235,7 +242,7 @@ def _vetoed(
     for start in range(0, candidates.shape[0], 4096):
         chosen = candidates[start : start + 4096]
         closest = np.max(calibration.rows(chosen) @ negatives.T, axis=1)
-        out[chosen[closest > scores[chosen] + np.float32(margin)]] = -np.inf
+        out[chosen[veto_mask(closest, scores[chosen], margin)]] = -np.inf
     return out
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edge.budget import veto_mask
 from edge.config import DetectorConfig
 from edge.frontend import DEFAULT_CONFIG, StreamingMfcc
 from edge.model import Encoder
@@ -80,7 +81,7 @@ class KeywordMatcher:
         veto_margin: float = 0.0,
     ) -> None:
         self.templates = list(templates)
-        self.veto_margin = np.float32(veto_margin)
+        self.veto_margin = veto_margin
         # (keyword index, part templates [P, D], how many windows back each part's window ended)
         self._phrases = [
             (k, t.parts, [round(offset / hop_ms) for offset in t.part_offsets_ms])
@@ -128,7 +129,7 @@ class KeywordMatcher:
         if self._negatives.shape[0]:
             closeness = self._negatives @ embedding
             negative[self._has_negatives] = np.maximum.reduceat(closeness, self._negative_starts)
-        hits = (scores >= self.thresholds) & ~(negative > scores + self.veto_margin)
+        hits = (scores >= self.thresholds) & ~veto_mask(negative, scores, self.veto_margin)
         return KeywordScores(scores, negative, hits)
 
 

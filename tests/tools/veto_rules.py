@@ -138,8 +138,7 @@ MODES = ("misses", "template", "best", "prune", "guard")
 def dev_table(modes: list[str]) -> None:
     """The rules on the development condition (training.bench.dev), each keyword's budget under its own veto."""
     from edge.resolver import KeywordResolver
-    from training.bench.dev import DEV_ROOT, DevConfig, prepare
-    from training.bench.sweep import run_sweep
+    from training.bench.dev import DEV_ROOT, DevConfig, evaluate_rule_on, prepare
 
     data = prepare(
         REPO.parent / "shared" / "data",
@@ -153,25 +152,11 @@ def dev_table(modes: list[str]) -> None:
     base = ShippedRule(
         s, KeywordResolver(s, data.cohort), data.encoder.sha256, data.encoder.frontend_fingerprint
     )
-    negatives = {"speech": data.speech, "music": data.music}
     for mode in modes:
-        rule = VetoRule(base, mode)
         for name, parts in data.conditions.items():
-            misses = utterances = false_accepts = 0
-            keyword_hours = 0.0
-            for part in parts:
-                sweep, targets = run_sweep(
-                    rule, data.windows, part.enrollment, part.truth, negatives, 60, 50.0, 1.0
-                )
-                at = sweep.offsets.index(0.0)
-                aimed = np.concatenate([own for own, _, _ in targets.per_keyword])
-                misses += int(np.count_nonzero(~sweep.matched[at][aimed]))
-                utterances += int(aimed.shape[0])
-                false_accepts += sum(sweep.false_accepts[n][at] for n in negatives)
-                keyword_hours += sweep.keywords * sum(sweep.hours[n] for n in negatives)
+            row = evaluate_rule_on(VetoRule(base, mode), data, parts)
             print(
-                f"{mode:8s} {name:12s} FRR {100 * misses / utterances:5.1f} % at "
-                f"{false_accepts / keyword_hours:.2f} FA/h/kw long-form"
+                f"{mode:8s} {name:12s} FRR {100 * row['frr']:5.1f} % at {row['fa_longform']:.2f} FA/h/kw long-form"
             )
 
 

@@ -50,7 +50,10 @@ __all__ = [
     "ensure_own_voice_stream",
     "ensure_reverb_stream",
     "household3_enrollment",
+    "level_loader",
     "own_voice_picks",
+    "pair_picks",
+    "takes_in_order",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,7 +95,7 @@ def _take_number(take: str) -> int:
     return int(digits.group()) if digits else 0
 
 
-def _takes_in_order(clips: list[dict[str, str]]) -> list[dict[str, str]]:
+def takes_in_order(clips: list[dict[str, str]]) -> list[dict[str, str]]:
     return sorted(clips, key=lambda r: (_take_number(r["take"]), r["path"]))
 
 
@@ -161,18 +164,34 @@ def own_voice_picks(
         pairs = sorted(pairs[int(i)] for i in rng.permutation(len(pairs))[: config.own_voice_max_pairs])
     if not pairs:
         raise ValueError(f"{BENCH_DATASET}: no speaker recorded a command word {needed} times")
+    distractors = _distractors(bench, config.distractor_unknown_clips, config.distractor_silence_clips, rng)
+    return pair_picks(by_pair, pairs, needed - 1, None, distractors, rng)
+
+
+def pair_picks(
+    by_pair: dict[tuple[str, str], list[dict[str, str]]],
+    pairs: Sequence[tuple[str, str]],
+    enroll_takes: int,
+    utterances_per_pair: int | None,
+    distractors: list[dict[str, Any]],
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Own voice from (speaker, word) pairs: the first `enroll_takes` takes (in take order) enroll `<word>.<speaker>`,
+    the next `utterances_per_pair` (None: all) are its utterances; with the distractors, in a random order. A
+    speaker's keywords make one group (one user, one daemon)."""
     enrollment, words, groups, items = {}, {}, defaultdict(list), []
     for speaker, word in pairs:
         name = f"{word}.{speaker}"
-        takes = _takes_in_order(by_pair[(speaker, word)])
-        enrollment[name] = [{"path": r["path"], "speaker": speaker} for r in takes[: needed - 1]]
+        takes = takes_in_order(by_pair[(speaker, word)])
+        enrollment[name] = [{"path": r["path"], "speaker": speaker} for r in takes[:enroll_takes]]
         words[name] = word
         groups[speaker].append(name)
-        for row in takes[needed - 1 :]:
+        last = None if utterances_per_pair is None else enroll_takes + utterances_per_pair
+        for row in takes[enroll_takes:last]:
             items.append(
                 {"word": word, "kind": "keyword", "keyword": name, "path": row["path"], "speaker": speaker}
             )
-    items += _distractors(bench, config.distractor_unknown_clips, config.distractor_silence_clips, rng)
+    items += distractors
     order = rng.permutation(len(items))
     return {
         "enrollment": enrollment,
@@ -182,7 +201,7 @@ def own_voice_picks(
     }
 
 
-def _level_loader(
+def level_loader(
     data_dir: Path, speech_dbfs: float
 ) -> Callable[[dict[str, Any]], tuple[FloatArray, float, float]]:
     def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
@@ -205,7 +224,7 @@ def ensure_own_voice_stream(data_dir: Path, config: ConditionsConfig, root: Path
         rng = np.random.default_rng(config.seed)
         picks = own_voice_picks(manifest_rows(data_dir), config, rng)
         audio, events = compose_stream(
-            picks["items"], _level_loader(data_dir, config.speech_dbfs), rng, config.gap_s, "own voice: clips"
+            picks["items"], level_loader(data_dir, config.speech_dbfs), rng, config.gap_s, "own voice: clips"
         )
         for event in events:
             event["snr_db"] = None
@@ -312,5 +331,5 @@ def household3_enrollment(
                 f"{BENCH_DATASET}: {len(candidates)} free speakers of {word!r}, need {config.household3_speakers}"
             )
         chosen = [candidates[int(i)] for i in rng.permutation(len(candidates))[: config.household3_speakers]]
-        enrollment[word] = [{"path": _takes_in_order(by_speaker[s])[0]["path"], "speaker": s} for s in chosen]
+        enrollment[word] = [{"path": takes_in_order(by_speaker[s])[0]["path"], "speaker": s} for s in chosen]
     return enrollment

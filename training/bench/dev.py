@@ -47,7 +47,7 @@ from training.bench.embedcache import Enrollment, StreamWindows, ensure_enrollme
 from training.bench.experiments import ShippedRule, frr_at
 from training.bench.longform import ensure_music_stream
 from training.bench.streaming import DEFAULT_EDGE_CONFIG, REPO
-from training.bench.sweep import curve_points, run_sweep
+from training.bench.sweep import Rule, curve_points, run_sweep
 
 __all__ = [
     "DEV_ROOT",
@@ -56,6 +56,7 @@ __all__ = [
     "DevData",
     "DevSetting",
     "dev_main",
+    "evaluate_rule_on",
     "evaluate_settings",
     "household_spec",
     "own_voice_picks",
@@ -153,15 +154,15 @@ def prepare(
     return DevData(encoder, settings, cohort, own_windows, speech_windows, music_windows, conditions)
 
 
-def _evaluate(
-    rule: ShippedRule, data: DevData, parts: Sequence[DevCondition], levels: Sequence[float]
+def evaluate_rule_on(
+    rule: Rule, data: DevData, parts: Sequence[DevCondition], levels: Sequence[float] = (0.5, 1.0)
 ) -> dict[str, Any]:
-    """One condition under one rule: pooled over its parts at the rule's thresholds; off the curve when it has one
+    """One condition under any rule: pooled over its parts at the rule's thresholds; off the curve when it has one
     part (the parts' curves have different threshold offsets)."""
     misses = utterances = keywords = 0
     false_accepts = {"speech": 0, "music": 0, "stream": 0}
     keyword_hours = {"speech": 0.0, "music": 0.0, "stream": 0.0}
-    thresholds, curve = [], None
+    curve = None
     for part in parts:
         sweep, targets = run_sweep(
             rule,
@@ -183,8 +184,6 @@ def _evaluate(
         for source in false_accepts:
             false_accepts[source] += sweep.false_accepts[source][at]
             keyword_hours[source] += sweep.keywords * sweep.hours[source]
-        resolved = rule.resolver.resolve(rule.templates(part.enrollment))
-        thresholds += [float(r.template.threshold or 0.0) for r in resolved]
     return {
         "keywords": keywords,
         "utterances": utterances,
@@ -197,8 +196,17 @@ def _evaluate(
         "frr_at_longform": {
             f"{v:g}": frr_at(curve, v, "fa_longform") if len(parts) == 1 and curve else None for v in levels
         },
-        "thresholds": [float(np.min(thresholds)), float(np.median(thresholds)), float(np.max(thresholds))],
     }
+
+
+def _threshold_spread(rule: ShippedRule, parts: Sequence[DevCondition]) -> list[float]:
+    """Min / median / max of the condition's keyword thresholds as the rule resolves them (cached there)."""
+    thresholds = [
+        float(r.template.threshold or 0.0)
+        for part in parts
+        for r in rule.resolver.resolve(rule.templates(part.enrollment))
+    ]
+    return [float(np.min(thresholds)), float(np.median(thresholds)), float(np.max(thresholds))]
 
 
 def evaluate_settings(
@@ -224,7 +232,8 @@ def evaluate_settings(
             setting.name,
         )
         for name, parts in data.conditions.items():
-            row = {"condition": name} | asdict(setting) | _evaluate(rule, data, parts, levels)
+            row = {"condition": name} | asdict(setting) | evaluate_rule_on(rule, data, parts, levels)
+            row["thresholds"] = _threshold_spread(rule, parts)
             rows.append(row)
             log.info(
                 "%s, %s: FRR %.1f %% at %.2f FA/h", name, setting.name, 100 * row["frr"], row["fa_longform"]

@@ -37,10 +37,11 @@ from conversion.cohort import (
     music_streams,
     speechocean_train_streams,
 )
+from edge.audio import load_audio
 from edge.cohort import Cohort, CohortError
 from edge.config import DetectorConfig
 from edge.model import Encoder
-from training.bench.condition_streams import compose_stream
+from training.bench.condition_streams import compose_stream, level_loader, pair_picks
 from training.bench.streaming import REPO
 from training.bench.streams import (
     RATE,
@@ -96,11 +97,6 @@ class DevConfig:
         return f"dev-{kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
-def _take_number(row: dict[str, str]) -> int:
-    digits = "".join(c for c in row["take"] if c.isdigit())
-    return int(digits) if digits else 0
-
-
 def own_voice_picks(
     rows: list[dict[str, str]], config: DevConfig, rng: np.random.Generator
 ) -> dict[str, Any]:
@@ -115,33 +111,17 @@ def own_voice_picks(
     pairs = pairs[: config.max_pairs]
     if not pairs:
         raise ValueError(f"{OWN_VOICE_DATASET}: no (speaker, word) with {needed} train takes in the manifest")
-    enrollment, words, groups, items = {}, {}, defaultdict(list), []
-    for speaker, word in pairs:
-        name = f"{word}.{speaker}"
-        takes = sorted(by_pair[(speaker, word)], key=lambda r: (_take_number(r), r["path"]))
-        enrollment[name] = [{"path": r["path"], "speaker": speaker} for r in takes[: config.enroll_takes]]
-        words[name] = word
-        groups[speaker].append(name)
-        for row in takes[config.enroll_takes : config.enroll_takes + config.utterances_per_pair]:
-            items.append(
-                {"word": word, "kind": "keyword", "keyword": name, "path": row["path"], "speaker": speaker}
-            )
     excluded = COMMAND_WORDS | COMMAND_WORD_RELATIVES | DIGITS
     pool = [
         r
         for r in rows
         if r["dataset"] == DISTRACTOR_DATASET and r["split"] == "training" and r["word"] not in excluded
     ]
-    for i in sorted(rng.permutation(len(pool))[: config.distractor_clips]):
-        row = pool[int(i)]
-        items.append({"word": row["word"], "kind": "unknown", "path": row["path"], "speaker": row["speaker"]})
-    order = rng.permutation(len(items))
-    return {
-        "enrollment": enrollment,
-        "words": words,
-        "groups": [groups[s] for s in sorted(groups)],
-        "items": [items[int(i)] for i in order],
-    }
+    distractors = [
+        {"word": row["word"], "kind": "unknown", "path": row["path"], "speaker": row["speaker"]}
+        for row in (pool[int(i)] for i in sorted(rng.permutation(len(pool))[: config.distractor_clips]))
+    ]
+    return pair_picks(by_pair, pairs, config.enroll_takes, config.utterances_per_pair, distractors, rng)
 
 
 def _stream_truth(
@@ -159,13 +139,10 @@ def _stream_truth(
 def ensure_own_voice(data_dir: Path, config: DevConfig, root: Path) -> BenchStream:
     manifest = hashlib.sha256((data_dir / "manifest.csv").read_bytes()).hexdigest()
 
-    def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
-        audio, start, end = level_speech(_load(data_dir / item["path"]), config.speech_dbfs)
-        return audio, start / RATE, end / RATE
-
     def build(out: Path) -> None:
         rng = np.random.default_rng(config.seed)
         picks = own_voice_picks(manifest_rows(data_dir), config, rng)
+        load = level_loader(data_dir, config.speech_dbfs)
         audio, events = compose_stream(picks["items"], load, rng, config.gap_s, "dev own voice: clips")
         for event in events:
             event["snr_db"] = None
@@ -187,12 +164,6 @@ def training_music_dir() -> Path:
             f"{folder}: no training music (`apt-get install {DEV_MUSIC_PACKAGE}`, or `make data-setup`)"
         )
     return folder
-
-
-def _load(path: Path) -> FloatArray:
-    from edge.audio import load_audio
-
-    return load_audio(path)
 
 
 def ensure_cohort(
@@ -232,7 +203,7 @@ def ensure_speech(speechocean: Path, held: Sequence[str], config: DevConfig, roo
     listing = hashlib.sha256("\n".join(f"{u.utt}\t{u.text}" for u in utterances).encode()).hexdigest()
 
     def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
-        audio, start, end = level_speech(_load(Path(item["path"])), config.speech_dbfs)
+        audio, start, end = level_speech(load_audio(item["path"]), config.speech_dbfs)
         return audio, start / RATE, end / RATE
 
     def build(out: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.budget import veto_mask
 from edge.config import Config, DetectorConfig, load_config
 from edge.resolver import KeywordResolver
 from edge.templates import Template
@@ -154,8 +155,9 @@ class ShippedRule:
             checked = np.flatnonzero(scores[:, k] >= self.lowest_checked)
             if negatives.shape[0] and checked.size:
                 closest = np.max(windows.embeddings[checked] @ negatives.T, axis=1)
-                vetoed = closest > scores[checked, k] + np.float32(self.settings.veto_margin)
-                scores[checked[vetoed], k] = -np.inf
+                scores[
+                    checked[veto_mask(closest, scores[checked, k], self.settings.veto_margin)], k
+                ] = -np.inf
         thresholds = np.array([r.template.threshold for r in resolved], dtype=np.float32)
         return RuleScores(scores, thresholds)
 

@@ -217,7 +217,6 @@ def curve_points(
     """FRR over the utterances of the given SNR labels (None: all) and false accepts per hour per keyword (pooled,
     long-form only, per source) at each offset of the sweep; and how many utterances were scored."""
     scored = np.array([snr is None or label in snr for label in targets.labels], dtype=bool)
-    longform = [name for name in NEGATIVES if name in sweep.hours]  # the dev condition has no music
     curve = []
     for i, offset in enumerate(sweep.offsets):
         misses = int(np.count_nonzero(~sweep.matched[i][scored]))
@@ -225,7 +224,7 @@ def curve_points(
             "offset": offset,
             "frr": misses / max(1, int(scored.sum())),
             "fa_per_hour": pooled(sweep, i),
-            "fa_longform": pooled(sweep, i, longform),
+            "fa_longform": pooled(sweep, i, NEGATIVES),
         }
         point |= {f"fa_{name}": pooled(sweep, i, [name]) for name in sweep.hours}
         curve.append(point)
