@@ -149,7 +149,9 @@ def describe_keywords(
         rows = []
         for t in templates:
             row = {
-                k: v for k, v in t.to_json().items() if k not in ("embedding", "negatives", "take_embeddings")
+                k: v
+                for k, v in t.to_json().items()
+                if k not in ("embedding", "negatives", "take_embeddings", "take_speech")
             }
             row["negatives"] = t.negatives.shape[0]
             if t.name in in_force:
@@ -184,6 +186,17 @@ def enrollment_report(resolved: Resolved) -> str:
     lines = [f"threshold {_threshold_text(resolved)}"]
     if resolved.budget is not None and resolved.budget.warning:
         lines.append(f"warning: {resolved.budget.warning}")
+    spread = resolved.template.take_spread
+    if resolved.second_look:
+        lines.append(
+            f"second look on: the takes agree closely ({spread:.1f}), so a window a look-alike would veto is kept "
+            "when it sounds like one of them"
+        )
+    elif spread is not None and resolved.template.take_speech:
+        lines.append(
+            f"second look off: the takes' spread {spread:.1f} is over detector.take_match_spread (or that is 0); "
+            "takes said the same way by one person usually agree within 4-6"
+        )
     return "\n".join(lines)
 
 

@@ -97,6 +97,7 @@ class DetectorConfig:
     hard_negatives: int = 100
     veto_margin: float = 0.0
     lookalike_prune_floor: float = 0.7
+    take_match_spread: float = 8.0
 
     def validate(self, section: str) -> None:
         _require(
@@ -144,6 +145,11 @@ class DetectorConfig:
             0.0 <= self.lookalike_prune_floor <= 1.0,
             f"{section}.lookalike_prune_floor",
             f"must be a cosine in [0, 1] (1: never prune), got {self.lookalike_prune_floor}",
+        )
+        _require(
+            0.0 <= self.take_match_spread <= 100.0,
+            f"{section}.take_match_spread",
+            f"must be 0 (off) or a DTW distance up to 100, got {self.take_match_spread}",
         )
         _require(
             -120.0 <= self.gate_dbfs <= 0.0,

@@ -22,6 +22,7 @@ from edge.budget import veto_mask
 from edge.config import DetectorConfig
 from edge.frontend import DEFAULT_CONFIG, StreamingMfcc
 from edge.model import Encoder
+from edge.takematch import best_distance, looks_again, match_features
 from edge.templates import Template
 
 __all__ = ["Detection", "Detector", "KeywordMatcher", "TriggerSmoother", "WindowResult"]
@@ -79,9 +80,17 @@ class KeywordMatcher:
         default_threshold: float,
         hop_ms: int = 100,
         veto_margin: float = 0.0,
+        take_match_spread: float = 0.0,
     ) -> None:
         self.templates = list(templates)
         self.veto_margin = veto_margin
+        # The keywords whose vetoed windows get a second look against the takes (edge.takematch): words whose
+        # takes agree within `take_match_spread`, with the distance a window must come within.
+        self._take_match = {
+            k: (t.take_speech, t.take_spread)
+            for k, t in enumerate(self.templates)
+            if looks_again(t.take_speech, t.take_spread, take_match_spread)
+        }
         # (keyword index, part templates [P, D], how many windows back each part's window ended)
         self._phrases = [
             (k, t.parts, [round(offset / hop_ms) for offset in t.part_offsets_ms])
@@ -114,8 +123,14 @@ class KeywordMatcher:
     def __len__(self) -> int:
         return len(self.templates)
 
-    def score(self, embedding: FloatArray, recent: Sequence[FloatArray | None] = ()) -> KeywordScores:
-        """`recent`: the last windows' embeddings, oldest first, this one last (None where gated)."""
+    def score(
+        self,
+        embedding: FloatArray,
+        recent: Sequence[FloatArray | None] = (),
+        features: FloatArray | None = None,
+    ) -> KeywordScores:
+        """`recent`: the last windows' embeddings, oldest first, this one last (None where gated); `features`:
+        the window's MFCC frames, for the second look at vetoed windows (none without them)."""
         scores = (self._matrix @ embedding).astype(np.float32)
         for k, parts, back in self._phrases:
             # Every part must match: the lowest of their cosines (a phrase that shares a word scores no higher
@@ -129,7 +144,15 @@ class KeywordMatcher:
         if self._negatives.shape[0]:
             closeness = self._negatives @ embedding
             negative[self._has_negatives] = np.maximum.reduceat(closeness, self._negative_starts)
-        hits = (scores >= self.thresholds) & ~veto_mask(negative, scores, self.veto_margin)
+        reached = scores >= self.thresholds
+        vetoed = reached & veto_mask(negative, scores, self.veto_margin)
+        hits = reached & ~vetoed
+        if features is not None and self._take_match and vetoed.any():
+            window = None
+            for looked in (int(i) for i in np.flatnonzero(vetoed) if int(i) in self._take_match):
+                speech, spread = self._take_match[looked]
+                window = match_features(features) if window is None else window
+                hits[looked] = bool(best_distance(speech, window)[0] <= spread)
         return KeywordScores(scores, negative, hits)
 
 
@@ -211,7 +234,11 @@ class Detector:
     def _set_templates(self, templates: Sequence[Template]) -> None:
         old = getattr(self, "_smoothers", {})
         self.matcher = KeywordMatcher(
-            templates, self.settings.threshold, self.settings.hop_ms, self.settings.veto_margin
+            templates,
+            self.settings.threshold,
+            self.settings.hop_ms,
+            self.settings.veto_margin,
+            self.settings.take_match_spread,
         )
         if hasattr(self, "_recent") and self._recent.maxlen != self.matcher.history:
             self._recent = deque(self._recent, maxlen=self.matcher.history)
@@ -284,7 +311,7 @@ class Detector:
         self._recent.append(embedding)
         detections: list[Detection] = []
         if embedding is not None and len(self.matcher):
-            scores = self.matcher.score(embedding, self._recent)
+            scores = self.matcher.score(embedding, self._recent, features)
             for k, name in enumerate(self.matcher.names):
                 if self._smoothers[name].update(bool(scores.hits[k]), end):
                     template = self.matcher.templates[k]

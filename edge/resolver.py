@@ -22,6 +22,7 @@ import numpy as np
 from edge.budget import KeywordBudget, budget_for_template, hard_negatives, phrase_scores, prune_lookalikes
 from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.config import Config, DetectorConfig
+from edge.takematch import looks_again
 from edge.templates import Template
 
 __all__ = ["KeywordResolver", "Resolved"]
@@ -36,6 +37,7 @@ class Resolved:
     template: Template
     budget: KeywordBudget | None
     threshold_source: str  # "keyword" (set at enrollment), "budget", or "default" (detector.threshold)
+    second_look: bool = False  # vetoed windows that follow one of the takes are kept (edge.takematch)
 
     def as_event(self) -> dict[str, object]:
         event: dict[str, object] = {
@@ -43,6 +45,7 @@ class Resolved:
             "threshold": round(float(self.template.threshold or 0.0), 4),
             "threshold_source": self.threshold_source,
             "negatives": int(self.template.negatives.shape[0]),
+            "second_look": self.second_look,
         }
         if self.budget is not None:
             event["expected_false_alarms_per_hour"] = round(self.budget.expected_per_hour, 3)
@@ -54,7 +57,7 @@ def _content_key(template: Template) -> str:
     digest = hashlib.sha1(template.name.encode(), usedforsecurity=False)
     for array in (template.embedding, template.negatives, template.take_embeddings, template.parts):
         digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-    digest.update(repr((template.threshold, template.part_offsets_ms)).encode())
+    digest.update(repr((template.threshold, template.part_offsets_ms, template.take_spread)).encode())
     return digest.hexdigest()
 
 
@@ -108,6 +111,12 @@ class KeywordResolver:
         return self._cache[key]
 
     def _resolve(self, template: Template) -> Resolved:
+        resolved = self._resolve_threshold(template)
+        settings = self.settings
+        looks = looks_again(template.take_speech, template.take_spread, settings.take_match_spread)
+        return replace(resolved, second_look=looks)
+
+    def _resolve_threshold(self, template: Template) -> Resolved:
         settings = self.settings
         negatives = template.negatives
         # Look-alikes veto single windows; a phrase is already matched window by window, whole.

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.audio import resample
+from edge.takematch import TakeReference, take_spread
 from edge.templates import Template
 
 __all__ = [
@@ -366,9 +367,14 @@ def make_template(
 ) -> Template:
     """The keyword from its accepted takes (their centred windows' `embeddings` given): the takes and their
     speed-perturbed copies make the template; when any take is a phrase, every take's three phrase windows make
-    the parts, at the takes' median offsets (in ms, rounded to the detector's default 100 ms hop)."""
+    the parts, at the takes' median offsets (in ms, rounded to the detector's default 100 ms hop). A word also
+    keeps each take's features for the second look at vetoed windows (edge.takematch)."""
     variants = embedder.embed_windows(np.concatenate([speed_perturbed(c.centred) for c in cuts]))
-    if any(c.is_phrase for c in cuts):
+    if not any(c.is_phrase for c in cuts):
+        references = [TakeReference(c.centred, c.speech_samples) for c in cuts]
+        extra["take_speech"] = tuple(r.speech for r in references)
+        extra["take_spread"] = take_spread(references)
+    else:
         windows = np.concatenate([c.parts for c in cuts])
         parts = embedder.embed_windows(windows).reshape(len(cuts), 3, -1)
         offsets = np.median(np.array([c.part_offsets for c in cuts]), axis=0)

@@ -75,12 +75,14 @@ class DevSetting:
     trigger_level: int = 2
     trigger_window: int = 3
     lookalike_prune_floor: float = 1.0
+    take_match_spread: float = 0.0  # the second look at vetoed windows (edge.takematch); 0: off
 
     @property
     def name(self) -> str:
         return (
             f"veto_margin {self.veto_margin:g}, {self.hard_negatives} look-alikes, "
-            f"{self.trigger_level} of {self.trigger_window} windows, prune floor {self.lookalike_prune_floor:g}"
+            f"{self.trigger_level} of {self.trigger_window} windows, prune floor {self.lookalike_prune_floor:g}, "
+            f"second look {self.take_match_spread:g}"
         )
 
 
@@ -223,6 +225,7 @@ def evaluate_settings(
             trigger_level=setting.trigger_level,
             trigger_window=setting.trigger_window,
             lookalike_prune_floor=setting.lookalike_prune_floor,
+            take_match_spread=setting.take_match_spread,
         )
         rule = ShippedRule(
             detector,
@@ -244,16 +247,16 @@ def evaluate_settings(
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     levels = list(rows[0]["frr_at_longform"]) if rows else []
     head = (
-        "| condition | trigger | veto margin | look-alikes | prune floor | FRR at the rule's thresholds | FA/h/kw there (speech / music / stream) | "
+        "| condition | trigger | veto margin | look-alikes | prune floor | second look | FRR at the rule's thresholds | FA/h/kw there (speech / music / stream) | "
         + " | ".join(f"FRR at <= {v} FA/h/kw" for v in levels)
         + " | thresholds min / median / max |"
     )
-    lines = [head, "|" + "---|" * (8 + len(levels))]
+    lines = [head, "|" + "---|" * (9 + len(levels))]
     for r in rows:
         at = " | ".join("-" if v is None else f"{100 * v:.1f} %" for v in r["frr_at_longform"].values())
         low, mid, high = r["thresholds"]
         lines.append(
-            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {r['lookalike_prune_floor']:g} | {100 * r['frr']:.1f} % | "
+            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {r['lookalike_prune_floor']:g} | {r['take_match_spread']:g} | {100 * r['frr']:.1f} % | "
             f"{r['fa_longform']:.2f} ({r['fa_speech']:.2f} / {r['fa_music']:.2f} / {r['fa_stream']:.2f}) | {at} | {low:.3f} / {mid:.3f} / {high:.3f} |"
         )
     return "\n".join(lines)
@@ -293,6 +296,13 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[1.0],
         help="detector.lookalike_prune_floor values (1: never prune; default 1)",
+    )
+    parser.add_argument(
+        "--take-match-spreads",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="detector.take_match_spread values (the second look at vetoed windows; 0: off, the default)",
     )
     parser.add_argument(
         "--triggers",
@@ -337,11 +347,17 @@ def dev_main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("edge.templates").setLevel(logging.WARNING)
-    bad = [m for m in [*args.veto_margins, *args.prune_floors] if not 0.0 <= m <= 1.0] + [
-        n for n in args.hard_negatives if not 0 <= n <= 1000
-    ]
+    bad = (
+        [m for m in [*args.veto_margins, *args.prune_floors] if not 0.0 <= m <= 1.0]
+        + [n for n in args.hard_negatives if not 0 <= n <= 1000]
+        + [v for v in args.take_match_spreads if not 0.0 <= v <= 100.0]
+    )
     if bad:
-        log.error("--veto-margins and --prune-floors must be in [0, 1], --hard-negatives 0-1000, got %s", bad)
+        log.error(
+            "--veto-margins and --prune-floors must be in [0, 1], --hard-negatives 0-1000, --take-match-spreads "
+            "0-100, got %s",
+            bad,
+        )
         return 2
     config = DevConfig(
         cohort_music_hours=args.cohort_music_hours,
@@ -364,11 +380,12 @@ def dev_main(argv: Sequence[str]) -> int:
         log.error("%s", error)
         return 2
     settings = [
-        DevSetting(margin, count, level, window, floor)
+        DevSetting(margin, count, level, window, floor, spread)
         for level, window in args.triggers
         for count in args.hard_negatives
         for margin in args.veto_margins
         for floor in args.prune_floors
+        for spread in args.take_match_spreads
     ]
     rows = evaluate_settings(data, settings)
     result = {

@@ -18,7 +18,7 @@ import io
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from edge.commands import stream_embeddings
 from edge.config import DetectorConfig
 from edge.fileio import atomic_write_bytes
 from edge.model import Encoder
+from edge.takematch import FEATURES as TAKE_FEATURES
 from training.bench.streaming import CHUNK, enroll_takes
 from training.bench.streams import BenchStream
 
@@ -74,6 +75,10 @@ class Enrollment:
     takes: list[FloatArray]  # per keyword [n, D]
     take_speakers: list[list[str]]
     notes: list[str]
+    # Each keyword's takes as the second look uses them (edge.takematch): speech features and spread; empty / None
+    # for phrases.
+    take_speech: list[tuple[FloatArray, ...]] = field(default_factory=list)
+    take_spreads: list[float | None] = field(default_factory=list)
 
 
 def _window_key(settings: DetectorConfig) -> str:
@@ -155,7 +160,7 @@ def ensure_enrollment(
     safe = name.replace(" ", "_")
     model = f"{encoder.sha256[:12]}-{encoder.frontend_fingerprint[:8]}"
     path = root / "enrollments" / f"{safe}-{key}-{model}.npz"
-    if not path.is_file():
+    if not _holds_take_speech(path):  # missing, or cached before the second look existed
         state_dir = root / "state" / f"{safe}-{encoder.sha256[:12]}"
         shutil.rmtree(state_dir, ignore_errors=True)
         enrolled = enroll_takes(
@@ -176,8 +181,40 @@ def ensure_enrollment(
             take_offsets=np.cumsum([0] + [t.shape[0] for t in takes]),
             take_speakers=np.array(json.dumps([[t["speaker"] for t in spec[k]] for k in keywords])),
             notes=np.array(json.dumps(enrolled.notes)),
+            take_features=np.array(TAKE_FEATURES),
+            take_speech=np.concatenate(
+                [s for t in enrolled.templates for s in t.take_speech] or [np.zeros((0, 13), np.float32)]
+            ),
+            speech_steps=np.array(
+                [s.shape[0] for t in enrolled.templates for s in t.take_speech], dtype=np.int64
+            ),
+            speech_takes=np.array([len(t.take_speech) for t in enrolled.templates], dtype=np.int64),
+            take_spreads=np.array(
+                [np.nan if t.take_spread is None else t.take_spread for t in enrolled.templates]
+            ),
         )
     return load_enrollment(path), path
+
+
+def _holds_take_speech(path: Path) -> bool:
+    """Whether the cached enrollment holds the takes' features as edge.takematch makes them today."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as stored:
+            return "take_features" in stored.files and str(stored["take_features"]) == TAKE_FEATURES
+    except (OSError, ValueError):
+        return False
+
+
+def _take_speech(
+    frames: FloatArray, steps: npt.NDArray[np.int64], takes: npt.NDArray[np.int64]
+) -> list[tuple[FloatArray, ...]]:
+    """Split the stored [sum of steps, 13] features back into each keyword's takes."""
+    bounds = np.cumsum([0, *steps])
+    each = [frames[bounds[i] : bounds[i + 1]] for i in range(steps.shape[0])]
+    firsts = np.cumsum([0, *takes])
+    return [tuple(each[firsts[k] : firsts[k + 1]]) for k in range(takes.shape[0])]
 
 
 def load_enrollment(path: Path) -> Enrollment:
@@ -194,6 +231,8 @@ def load_enrollment(path: Path) -> Enrollment:
                 [takes[offsets[i] : offsets[i + 1]] for i in range(offsets.shape[0] - 1)],
                 json.loads(str(stored["take_speakers"])),
                 json.loads(str(stored["notes"])),
+                _take_speech(stored["take_speech"], stored["speech_steps"], stored["speech_takes"]),
+                [None if np.isnan(v) else float(v) for v in stored["take_spreads"]],
             )
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{path}: not an enrollment cache ({error})") from error

@@ -29,8 +29,10 @@ import numpy.typing as npt
 from edge.budget import veto_mask
 from edge.config import Config, DetectorConfig, load_config
 from edge.resolver import KeywordResolver
+from edge.takematch import looks_again
 from edge.templates import Template
 from training.bench.embedcache import Enrollment, StreamWindows, load_enrollment, load_windows
+from training.bench.second_look import REACH, given_back, may_trigger
 from training.bench.streaming import DEFAULT_EDGE_CONFIG, REPO
 from training.bench.streams import load_stream
 from training.bench.sweep import (
@@ -117,7 +119,7 @@ class ShippedRule:
     """What the daemon does with a configuration: each keyword resolved by `edge.resolver.KeywordResolver` (a
     threshold from the false-alarm budget and the model's cohort, the cohort's look-alikes as negatives),
     then cosine scoring where a window more like one of the keyword's negatives than the keyword (by over
-    `veto_margin`) is no hit."""
+    `veto_margin`) is no hit, unless the second look gives it back (training/bench/second_look.py)."""
 
     settings: DetectorConfig
     resolver: KeywordResolver
@@ -126,6 +128,7 @@ class ShippedRule:
     name: str = "shipped (false-alarm budget, hard negatives)"
     # Windows scoring below this are never checked against the negatives: no threshold on the curve goes there.
     lowest_checked: float = 0.2
+    window_samples: int = 24000  # the model's window: the second look's features cover the same samples
 
     @classmethod
     def for_model(cls, config: Config, model_path: Path, model_sha256: str, fingerprint: str) -> ShippedRule:
@@ -141,6 +144,8 @@ class ShippedRule:
                 self.frontend_fingerprint,
                 takes=enrollment.takes[k].shape[0],
                 take_embeddings=enrollment.takes[k],
+                take_speech=enrollment.take_speech[k] if enrollment.take_speech else (),
+                take_spread=enrollment.take_spreads[k] if enrollment.take_spreads else None,
             )
             for k, keyword in enumerate(enrollment.keywords)
         ]
@@ -150,15 +155,30 @@ class ShippedRule:
         matrix = np.stack([r.template.embedding for r in resolved])
         scores = (windows.embeddings @ matrix.T).astype(np.float32)
         scores[windows.gated] = -np.inf
-        for k, keyword in enumerate(resolved):
-            negatives = keyword.template.negatives
-            checked = np.flatnonzero(scores[:, k] >= self.lowest_checked)
-            if negatives.shape[0] and checked.size:
-                closest = np.max(windows.embeddings[checked] @ negatives.T, axis=1)
-                scores[
-                    checked[veto_mask(closest, scores[checked, k], self.settings.veto_margin)], k
-                ] = -np.inf
         thresholds = np.array([r.template.threshold for r in resolved], dtype=np.float32)
+        settings = self.settings
+        for k, keyword in enumerate(resolved):
+            template = keyword.template
+            checked = np.flatnonzero(scores[:, k] >= self.lowest_checked)
+            if not (template.negatives.shape[0] and checked.size):
+                continue
+            closest = np.max(windows.embeddings[checked] @ template.negatives.T, axis=1)
+            vetoed = checked[veto_mask(closest, scores[checked, k], settings.veto_margin)]
+            if looks_again(template.take_speech, template.take_spread, settings.take_match_spread):
+                reached = scores[:, k] >= thresholds[k] - REACH
+                rows = vetoed[
+                    reached[vetoed]
+                    & may_trigger(reached, settings.trigger_level, settings.trigger_window)[vetoed]
+                ]
+                back = given_back(
+                    windows,
+                    rows,
+                    template.take_speech,
+                    float(template.take_spread or 0.0),
+                    self.window_samples,
+                )
+                vetoed = np.setdiff1d(vetoed, back, assume_unique=True)
+            scores[vetoed, k] = -np.inf
         return RuleScores(scores, thresholds)
 
 
