@@ -15,6 +15,7 @@ about a millisecond per take and runs only on vetoed windows at the threshold.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ __all__ = [
     "FRAME_STEP",
     "TakeReference",
     "best_distance",
+    "checked_take_features",
     "looks_again",
     "match_features",
     "take_spread",
@@ -110,6 +112,31 @@ def best_distance(speech: Sequence[FloatArray], windows: npt.ArrayLike) -> Float
     distances = np.min(np.stack([_subsequence_cost(take, batch) for take in speech]), axis=0)
     out: FloatArray = distances.astype(np.float32)
     return out
+
+
+def checked_take_features(takes: Any, spread: Any) -> tuple[tuple[FloatArray, ...], float | None]:
+    """A keyword file's take features and spread as the second look needs them; ValueError naming the field."""
+    checked = []
+    for take in takes if isinstance(takes, list | tuple) else [None]:
+        try:
+            array = np.asarray(take, dtype=np.float32)
+        except (TypeError, ValueError):
+            array = np.zeros(0, dtype=np.float32)
+        if (
+            array.ndim != 2
+            or array.shape[0] < 1
+            or array.shape[1] != COEFFICIENTS
+            or not np.isfinite(array).all()
+        ):
+            raise ValueError(
+                f"take_speech must hold one [steps, {COEFFICIENTS}] array of finite numbers per take"
+            )
+        checked.append(array)
+    if spread is not None and (
+        isinstance(spread, bool) or not isinstance(spread, int | float) or not 0 <= spread < 1e6
+    ):
+        raise ValueError(f"take_spread must be a distance >= 0, got {spread!r}")
+    return tuple(checked), None if spread is None else float(spread)
 
 
 def looks_again(take_speech: Sequence[FloatArray], spread: float | None, max_spread: float) -> bool:

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from edge.fileio import atomic_rename
 from edge.fileio import atomic_write_bytes as write_atomically
+from edge.takematch import checked_take_features
 
 __all__ = [
     "TEMPLATE_FORMAT",
@@ -128,14 +129,12 @@ class Template:
                 f"template {self.name}: part_offsets_ms must be integers 0-5000 (ms), got {offsets!r}"
             )
         object.__setattr__(self, "part_offsets_ms", tuple(offsets))
-        object.__setattr__(self, "take_speech", self._take_speech(self.take_speech))
-        spread = self.take_spread
-        if spread is not None:
-            if isinstance(spread, bool) or not isinstance(spread, int | float) or not 0.0 <= spread < 1e6:
-                raise TemplateError(
-                    f"template {self.name}: take_spread must be a distance >= 0, got {spread!r}"
-                )
-            object.__setattr__(self, "take_spread", float(spread))
+        try:
+            features = checked_take_features(self.take_speech, self.take_spread)
+        except ValueError as error:
+            raise TemplateError(f"template {self.name}: {error}") from None
+        object.__setattr__(self, "take_speech", features[0])
+        object.__setattr__(self, "take_spread", features[1])
         if len(self.part_offsets_ms) != self.parts.shape[0] or (offsets and min(offsets) != 0):
             raise TemplateError(
                 f"template {self.name}: {self.parts.shape[0]} parts need as many part_offsets_ms, the last "
@@ -273,26 +272,6 @@ class Template:
             "take_speech": [[[round(float(v), 4) for v in row] for row in take] for take in self.take_speech],
             "take_spread": self.take_spread,
         }
-
-    def _take_speech(self, takes: Any) -> tuple[FloatArray, ...]:
-        """Each take's features as a finite [steps >= 1, 13] float32 array."""
-        checked = []
-        for take in takes if isinstance(takes, list | tuple) else [None]:
-            try:
-                array = np.asarray(take, dtype=np.float32)
-            except (TypeError, ValueError):
-                array = np.zeros(0, dtype=np.float32)
-            if (
-                array.ndim != 2
-                or array.shape[0] < 1
-                or array.shape[1] != 13
-                or not np.all(np.isfinite(array))
-            ):
-                raise TemplateError(
-                    f"template {self.name}: take_speech must hold one [steps, 13] array of finite numbers per take"
-                )
-            checked.append(array)
-        return tuple(checked)
 
     @property
     def is_phrase(self) -> bool:

@@ -202,8 +202,10 @@ def test_a_sighup_during_scoring_waits_for_the_loop(
     real_score = KeywordMatcher.score
     sent = []
 
-    def score_then_hangup(self: KeywordMatcher, embedding: np.ndarray, recent: object = ()) -> object:
-        scores = real_score(self, embedding, recent)  # type: ignore[arg-type]
+    def score_then_hangup(
+        self: KeywordMatcher, embedding: np.ndarray, recent: object = (), features: object = None
+    ) -> object:
+        scores = real_score(self, embedding, recent, features)  # type: ignore[arg-type]
         if not sent:  # a second keyword appears and the service manager asks for a reload, mid-window
             shutil.copy(keywords / "happy.json", keywords / "door.json")
             (keywords / "door.json").write_text(
