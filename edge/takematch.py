@@ -8,8 +8,8 @@ threshold but is vetoed is given back when its MFCC sequence aligns with one of 
 warping, the take's speech anywhere in the window) about as closely as the takes align with each other.
 
 Features: MFCC coefficients 1-13 of the board's front end, frames averaged in pairs (20 ms); a take's reference is
-the speech part of its centred window. Numpy only; a look costs
-about a millisecond per take and runs only on vetoed windows at the threshold.
+the loud core of the speech in its centred window. Numpy only; a look costs a millisecond or two per take and
+runs only on vetoed windows at the threshold.
 """
 
 from __future__ import annotations
@@ -45,9 +45,8 @@ MIN_SPEECH_STEPS = 6  # 120 ms: a shorter "word" is the voice-activity cut's err
 # A take's reference is the loud core of its speech: steps within this many dB of its loudest. Quiet frames' cepstra
 # are those of the room, not of the word: with them the same take in other room noise aligns twice as badly.
 CORE_DB = 20.0
-_C0_PER_DB = (
-    np.log(10.0) / 10.0 * np.sqrt(DEFAULT_CONFIG.n_mels)
-)  # c0 of the ortho DCT of natural-log mel power
+# c0 is the ortho DCT's mean of natural-log mel powers times sqrt(n_mels): 1 dB louder adds this much.
+_C0_PER_DB = np.log(10.0) / 10.0 * np.sqrt(DEFAULT_CONFIG.n_mels)
 # What the stored take features are; caches of them (the bench's enrollments) are rebuilt when it changes.
 FEATURES = "mfcc c1-c13, 20 ms pairs, the take's speech core within 20 dB"
 CHUNK = 256  # windows per block when many are scored at once (bench), to bound memory
