@@ -202,12 +202,14 @@ def pair_picks(
 
 
 def level_loader(
-    data_dir: Path, speech_dbfs: float
+    data_dir: Path | None, speech_dbfs: float
 ) -> Callable[[dict[str, Any]], tuple[FloatArray, float, float]]:
+    """compose_stream's loader: an item's audio (its path under `data_dir`, or as given when None) with its speech
+    at `speech_dbfs` (silence items as recorded), and the speech's start and end in seconds."""
+
     def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
-        audio, start, end = level_speech(
-            load_audio(data_dir / item["path"]), None if item["kind"] == "silence" else speech_dbfs
-        )
+        path = Path(item["path"]) if data_dir is None else data_dir / item["path"]
+        audio, start, end = level_speech(load_audio(path), None if item["kind"] == "silence" else speech_dbfs)
         return audio, start / RATE, end / RATE
 
     return load

@@ -37,7 +37,6 @@ from conversion.cohort import (
     music_streams,
     speechocean_train_streams,
 )
-from edge.audio import load_audio
 from edge.cohort import Cohort, CohortError
 from edge.config import DetectorConfig
 from edge.model import Encoder
@@ -48,7 +47,6 @@ from training.bench.streams import (
     TRUTH_FORMAT,
     BenchStream,
     build_once,
-    level_speech,
     manifest_rows,
     write_stream,
 )
@@ -202,9 +200,7 @@ def ensure_speech(speechocean: Path, held: Sequence[str], config: DevConfig, roo
     ]
     listing = hashlib.sha256("\n".join(f"{u.utt}\t{u.text}" for u in utterances).encode()).hexdigest()
 
-    def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
-        audio, start, end = level_speech(load_audio(item["path"]), config.speech_dbfs)
-        return audio, start / RATE, end / RATE
+    load = level_loader(None, config.speech_dbfs)
 
     def build(out: Path) -> None:
         rng = np.random.default_rng(config.seed + 3)

@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.audio import load_audio
-from training.bench.condition_streams import ConditionsConfig, compose_stream
-from training.bench.streams import RATE, TRUTH_FORMAT, BenchStream, build_once, level_speech, write_stream
+from training.bench.condition_streams import ConditionsConfig, compose_stream, level_loader
+from training.bench.streams import RATE, TRUTH_FORMAT, BenchStream, build_once, write_stream
 from training.data.kaldi import read_split
 from training.data.manifest import COMMAND_WORDS
 from training.data.vocabulary import COMMAND_WORD_RELATIVES
@@ -142,9 +142,7 @@ def ensure_speech_stream(corpus: Path, config: ConditionsConfig, root: Path) -> 
     listing = hashlib.sha256(json_lines(utterances).encode()).hexdigest()
     target = root / config.fingerprint("speech", utterances=listing)
 
-    def load(item: dict[str, Any]) -> tuple[FloatArray, float, float]:
-        audio, start, end = level_speech(load_audio(item["path"]), config.speech_dbfs)
-        return audio, start / RATE, end / RATE
+    load = level_loader(None, config.speech_dbfs)
 
     def build(out: Path) -> None:
         import soundfile
