@@ -35,26 +35,44 @@ HOP = DEFAULT_CONFIG.hop_samples
 
 
 class TriggerSmoother:
-    """`level` hits among the last `window` evaluations fire once; then silence for `refractory` samples."""
+    """`level` hits among the last `window` evaluations fire once; then silence for `refractory` samples.
+
+    An evaluation may also be undecided: a vetoed window whose second look (edge.takematch) has not been taken,
+    given as a function that takes it. It is called only when the decision needs it (this evaluation could
+    fire counting every undecided one as a hit), newest first, at most once. The detections are those of taking
+    every look at once; the looks are far fewer (most vetoed windows are lone peaks that could not fire).
+    """
 
     def __init__(self, level: int, window: int, refractory_samples: int) -> None:
         if not 1 <= level <= window:
             raise ValueError(f"TriggerSmoother: need 1 <= level <= window, got {level}, {window}")
         self.level = level
         self.refractory_samples = refractory_samples
-        self._hits: deque[bool] = deque(maxlen=window)
+        self._hits: deque[bool | Callable[[], bool]] = deque(maxlen=window)
         self._silent_until = -1
 
-    def update(self, hit: bool, sample_time: int) -> bool:
-        """Record one evaluation at `sample_time` (end of its window); True when this one fires."""
+    def update(self, hit: bool, sample_time: int, undecided: Callable[[], bool] | None = None) -> bool:
+        """Record one evaluation at `sample_time` (end of its window): a hit, a miss or (not a hit, with
+        `undecided`) a second look still to take. True when this one fires."""
         if sample_time < self._silent_until:
             return False
-        self._hits.append(hit)
-        if hit and sum(self._hits) >= self.level:
-            self._hits.clear()
-            self._silent_until = sample_time + self.refractory_samples
-            return True
-        return False
+        slots = self._hits
+        slots.append(True if hit else undecided or False)
+        for i in reversed(
+            range(len(slots))
+        ):  # newest first: this evaluation decides whether any other counts
+            if slots[-1] is False or sum(h is not False for h in slots) < self.level:
+                return False
+            if sum(h is True for h in slots) >= self.level:
+                break
+            look = slots[i]
+            if callable(look):
+                slots[i] = bool(look())
+        if sum(h is True for h in slots) < self.level:
+            return False
+        self._hits.clear()
+        self._silent_until = sample_time + self.refractory_samples
+        return True
 
     def reset(self) -> None:
         self._hits.clear()
@@ -65,6 +83,9 @@ class KeywordScores:
     scores: FloatArray  # [K] cosine with each template
     negative_scores: FloatArray  # [K] best cosine with that keyword's negatives (-inf when none)
     hits: npt.NDArray[np.bool_]  # [K]
+    # Keywords whose window reached the threshold, was vetoed and gets a second look not yet taken (scored
+    # without the window's features): KeywordMatcher.follows_take decides them.
+    undecided: tuple[int, ...] = ()
 
 
 class KeywordMatcher:
@@ -81,9 +102,11 @@ class KeywordMatcher:
         hop_ms: int = 100,
         veto_margin: float = 0.0,
         take_match_spread: float = 0.0,
+        take_match_reach: float = 0.0,
     ) -> None:
         self.templates = list(templates)
         self.veto_margin = veto_margin
+        self.take_match_reach = take_match_reach
         # The keywords whose vetoed windows get a second look against the takes (edge.takematch): words whose
         # takes agree within `take_match_spread`, with the distance a window must come within.
         self._take_match = {
@@ -147,13 +170,22 @@ class KeywordMatcher:
         reached = scores >= self.thresholds
         vetoed = reached & veto_mask(negative, scores, self.veto_margin)
         hits = reached & ~vetoed
-        if features is not None and self._take_match and vetoed.any():
-            window = None
-            for looked in (int(i) for i in np.flatnonzero(vetoed) if int(i) in self._take_match):
-                speech, spread = self._take_match[looked]
-                window = match_features(features) if window is None else window
-                hits[looked] = bool(best_distance(speech, window)[0] <= spread)
-        return KeywordScores(scores, negative, hits)
+        # The second look decides vetoed windows at the threshold and, within `take_match_reach` below it, the
+        # windows a sound that follows the takes may still be.
+        near = scores >= self.thresholds - self.take_match_reach if self.take_match_reach else reached
+        looks = tuple(int(i) for i in np.flatnonzero(near & ~hits) if int(i) in self._take_match)
+        if features is not None and looks:
+            window = match_features(features)
+            for looked in looks:
+                hits[looked] = self.follows_take(looked, window)
+            looks = ()
+        return KeywordScores(scores, negative, hits, looks)
+
+    def follows_take(self, keyword: int, window: FloatArray) -> bool:
+        """The second look: whether the window's features (edge.takematch.match_features) follow one of the
+        keyword's takes as closely as its takes follow each other."""
+        speech, spread = self._take_match[keyword]
+        return bool(best_distance(speech, window)[0] <= spread)
 
 
 @dataclass(frozen=True)
@@ -239,6 +271,7 @@ class Detector:
             self.settings.hop_ms,
             self.settings.veto_margin,
             self.settings.take_match_spread,
+            self.settings.take_match_reach,
         )
         if hasattr(self, "_recent") and self._recent.maxlen != self.matcher.history:
             self._recent = deque(self._recent, maxlen=self.matcher.history)
@@ -311,9 +344,11 @@ class Detector:
         self._recent.append(embedding)
         detections: list[Detection] = []
         if embedding is not None and len(self.matcher):
-            scores = self.matcher.score(embedding, self._recent, features)
+            scores = self.matcher.score(embedding, self._recent)
+            window = match_features(features) if scores.undecided else None
+            looks = {k: self._second_look(k, window) for k in scores.undecided if window is not None}
             for k, name in enumerate(self.matcher.names):
-                if self._smoothers[name].update(bool(scores.hits[k]), end):
+                if self._smoothers[name].update(bool(scores.hits[k]), end, looks.get(k)):
                     template = self.matcher.templates[k]
                     detections.append(
                         Detection(
@@ -333,3 +368,9 @@ class Detector:
             # One sound, one keyword: the best-scoring one wins.
             detections = [max(detections, key=lambda d: d.score - d.threshold)]
         return detections
+
+    def _second_look(self, keyword: int, window: FloatArray) -> Callable[[], bool]:
+        """The second look at this window for `keyword`, taken when the trigger needs it (TriggerSmoother): the
+        window's features are kept, the alignment waits. Bound to this keyword set (a reload may renumber)."""
+        matcher = self.matcher
+        return lambda: matcher.follows_take(keyword, window)

@@ -41,6 +41,40 @@ def test_refractory_period_on_the_sample_clock() -> None:
     assert _fire_times(scores, 0.5, 2, 2, 0) == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29]
 
 
+@pytest.mark.parametrize(("level", "window", "refractory"), [(4, 5, 0), (4, 5, 8000), (2, 3, 0), (1, 1, 0)])
+def test_undecided_evaluations_fire_as_if_every_look_were_taken_and_are_looked_at_only_when_needed(
+    level: int, window: int, refractory: int
+) -> None:
+    """A second look the smoother holds back changes no detection, is taken at most once, and only where the
+    evaluation could fire counting it."""
+    rng = np.random.default_rng(level * 100 + window + refractory)
+    # each evaluation: 0 miss, 1 hit, 2 vetoed and the look says yes, 3 vetoed and it says no
+    kinds = rng.choice(4, size=3000, p=[0.55, 0.15, 0.15, 0.15])
+    eager = TriggerSmoother(level, window, refractory)
+    lazy = TriggerSmoother(level, window, refractory)
+    taken: list[int] = []
+
+    def look(i: int) -> bool:
+        taken.append(i)
+        return bool(kinds[i] == 2)
+
+    eager_fires, lazy_fires = [], []
+    for i, kind in enumerate(kinds):
+        time = (i + 1) * HOP
+        if eager.update(kind in (1, 2), time):
+            eager_fires.append(i)
+        if lazy.update(kind == 1, time, (lambda i=i: look(i)) if kind >= 2 else None):
+            lazy_fires.append(i)
+    assert eager_fires and lazy_fires == eager_fires
+    assert len(taken) == len(set(taken))  # each look at most once
+    undecided = int(np.sum(kinds >= 2))
+    if level > 1:
+        assert len(taken) < undecided  # lone vetoed peaks are never looked at
+    for i in taken:  # a look is taken only where `level` hits or undecided ones lay within `window`
+        recent = kinds[max(0, i - window + 1) : i + window]
+        assert np.sum(recent > 0) >= level
+
+
 def test_smoother_validates() -> None:
     with pytest.raises(ValueError):
         TriggerSmoother(3, 2, 0)

@@ -119,6 +119,13 @@ def test_matcher_gives_a_vetoed_window_back_only_when_it_follows_a_take(real_cli
     assert not KeywordMatcher([keyword], 0.5, take_match_spread=0.0).score(window, (), own).hits[0]
     below = np.array([0.3, 1, 0], dtype=np.float32)
     assert not looking.score(below / np.linalg.norm(below), (), own).hits[0]  # under the threshold: no look
+    # With a reach, a window just under the threshold that follows a take is kept (vetoed or not), nothing else.
+    reaching = KeywordMatcher([keyword], 0.5, take_match_spread=8.0, take_match_reach=0.1)
+    under = np.array([0.45, np.sqrt(1 - 0.45**2), 0], dtype=np.float32)
+    assert reaching.score(under, (), own).hits[0] and not looking.score(under, (), own).hits[0]
+    assert not reaching.score(under, (), different).hits[0]
+    assert reaching.score(under).undecided == (0,)  # without features the look waits (the detector's case)
+    assert not reaching.score(below / np.linalg.norm(below), (), own).hits[0]  # beyond the reach
 
 
 def test_detector_finds_a_vetoed_keyword_again_by_its_takes(
@@ -153,11 +160,20 @@ def test_detector_finds_a_vetoed_keyword_again_by_its_takes(
     template = make_template("happy", cuts, embeddings, encoder, threshold=threshold)
     assert len(template.take_speech) == 3 and template.take_spread is not None
 
+    looks_taken: list[int] = []
+
     def found(keyword: Template, spread: float) -> tuple[list[float], list[WindowResult]]:
         windows: list[WindowResult] = []
         detector = Detector(
             encoder, [keyword], DetectorConfig(take_match_spread=spread), on_window=windows.append
         )
+        follows_take = detector.matcher.follows_take
+
+        def counted(k: int, window: np.ndarray) -> bool:
+            looks_taken.append(k)
+            return follows_take(k, window)
+
+        detector.matcher.follows_take = counted  # type: ignore[method-assign]
         times = [
             d.time_s for at in range(0, audio.shape[0], 1600) for d in detector.push(audio[at : at + 1600])
         ]
@@ -171,8 +187,11 @@ def test_detector_finds_a_vetoed_keyword_again_by_its_takes(
     for embedding in hits:
         vetoed = vetoed.with_negative(embedding)
     assert not found(vetoed, 0.0)[0]
-    again = found(vetoed, 8.0)[0]
+    again, looked_at = found(vetoed, 8.0)
     assert len(again) == len(keyword_stream.keyword_times), (again, template.take_spread)
+    # The looks wait for the trigger: fewer than the vetoed windows, at least the 4 of 5 each detection needs.
+    undecided = sum(1 for w in looked_at if w.scores is not None and w.scores.undecided)
+    assert 4 * len(again) <= len(looks_taken) < undecided, (len(looks_taken), undecided)
     for (start, end), t in zip(keyword_stream.keyword_times, again, strict=True):
         assert start < t <= end + 1.5
 
