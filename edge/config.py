@@ -98,7 +98,6 @@ class DetectorConfig:
     veto_margin: float = 0.0
     lookalike_prune_floor: float = 0.7
     take_match_spread: float = 8.0
-    take_match_reach: float = 0.0
 
     def validate(self, section: str) -> None:
         _require(
@@ -151,11 +150,6 @@ class DetectorConfig:
             0.0 <= self.take_match_spread <= 100.0,
             f"{section}.take_match_spread",
             f"must be 0 (off) or a DTW distance up to 100, got {self.take_match_spread}",
-        )
-        _require(
-            0.0 <= self.take_match_reach <= 0.3,
-            f"{section}.take_match_reach",
-            f"must be a cosine in [0, 0.3] below the threshold, got {self.take_match_reach}",
         )
         _require(
             -120.0 <= self.gate_dbfs <= 0.0,

@@ -102,11 +102,9 @@ class KeywordMatcher:
         hop_ms: int = 100,
         veto_margin: float = 0.0,
         take_match_spread: float = 0.0,
-        take_match_reach: float = 0.0,
     ) -> None:
         self.templates = list(templates)
         self.veto_margin = veto_margin
-        self.take_match_reach = take_match_reach
         # The keywords whose vetoed windows get a second look against the takes (edge.takematch): words whose
         # takes agree within `take_match_spread`, with the distance a window must come within.
         self._take_match = {
@@ -170,10 +168,7 @@ class KeywordMatcher:
         reached = scores >= self.thresholds
         vetoed = reached & veto_mask(negative, scores, self.veto_margin)
         hits = reached & ~vetoed
-        # The second look decides vetoed windows at the threshold and, within `take_match_reach` below it, the
-        # windows a sound that follows the takes may still be.
-        near = scores >= self.thresholds - self.take_match_reach if self.take_match_reach else reached
-        looks = tuple(int(i) for i in np.flatnonzero(near & ~hits) if int(i) in self._take_match)
+        looks = tuple(int(i) for i in np.flatnonzero(vetoed) if int(i) in self._take_match)
         if features is not None and looks:
             window = match_features(features)
             for looked in looks:
@@ -271,7 +266,6 @@ class Detector:
             self.settings.hop_ms,
             self.settings.veto_margin,
             self.settings.take_match_spread,
-            self.settings.take_match_reach,
         )
         if hasattr(self, "_recent") and self._recent.maxlen != self.matcher.history:
             self._recent = deque(self._recent, maxlen=self.matcher.history)

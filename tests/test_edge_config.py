@@ -52,7 +52,6 @@ def test_file_values_and_overrides(tmp_path: Path) -> None:
         ("[detector]\nveto_margin = -0.1\n", r"detector\.veto_margin: must be a cosine difference"),
         ("[detector]\nlookalike_prune_floor = 1.5\n", r"detector\.lookalike_prune_floor: must be a cosine"),
         ("[detector]\ntake_match_spread = -1\n", r"detector\.take_match_spread: must be 0 \(off\)"),
-        ("[detector]\ntake_match_reach = 0.5\n", r"detector\.take_match_reach: must be a cosine in \[0, 0\.3\]"),
         ("[detector]\ntrigger_level = 4\ntrigger_window = 3\n", r"detector\.trigger_level"),
         ("[detector]\ngate = 1\n", r"detector\.gate: expected true or false"),
         ('[audio]\nsource = "radio"\n', r"audio\.source: must be"),

@@ -164,35 +164,22 @@ class ShippedRule:
                 continue
             closest = np.max(windows.embeddings[checked] @ template.negatives.T, axis=1)
             vetoed = checked[veto_mask(closest, scores[checked, k], settings.veto_margin)]
-            back = np.zeros(0, dtype=np.int64)
             if looks_again(template.take_speech, template.take_spread, settings.take_match_spread):
-                back = self._looked_at(windows, scores[:, k], thresholds[k], vetoed, template)
+                reached = scores[:, k] >= thresholds[k] - REACH
+                rows = vetoed[
+                    reached[vetoed]
+                    & may_trigger(reached, settings.trigger_level, settings.trigger_window)[vetoed]
+                ]
+                back = given_back(
+                    windows,
+                    rows,
+                    template.take_speech,
+                    float(template.take_spread or 0.0),
+                    self.window_samples,
+                )
                 vetoed = np.setdiff1d(vetoed, back, assume_unique=True)
             scores[vetoed, k] = -np.inf
-            # A window the look gives back counts from `take_match_reach` below the threshold, wherever it moves.
-            scores[back, k] += settings.take_match_reach
         return RuleScores(scores, thresholds)
-
-    def _looked_at(
-        self,
-        windows: StreamWindows,
-        scores: npt.NDArray[np.float32],
-        threshold: float,
-        vetoed: npt.NDArray[np.int64],
-        template: Template,
-    ) -> npt.NDArray[np.int64]:
-        """The windows the second look gives back: vetoed windows near the threshold and, with a reach, the
-        windows just under it, where the trigger could fire counting them."""
-        reach = self.settings.take_match_reach
-        near = scores >= threshold - REACH - reach
-        rows = np.flatnonzero(
-            near & may_trigger(near, self.settings.trigger_level, self.settings.trigger_window)
-        )
-        looked = np.isin(rows, vetoed)
-        if reach:  # the unvetoed windows whose look moves them on the curve's range near the rule
-            looked |= scores[rows] < threshold + REACH
-        spread = float(template.take_spread or 0.0)
-        return given_back(windows, rows[looked], template.take_speech, spread, self.window_samples)
 
 
 def _index(root: Path) -> dict[str, Any]:
