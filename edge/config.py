@@ -98,6 +98,7 @@ class DetectorConfig:
     veto_margin: float = 0.0
     lookalike_prune_floor: float = 0.7
     take_match_spread: float = 8.0
+    take_match_floor: float = 7.0
 
     def validate(self, section: str) -> None:
         _require(
@@ -150,6 +151,11 @@ class DetectorConfig:
             0.0 <= self.take_match_spread <= 100.0,
             f"{section}.take_match_spread",
             f"must be 0 (off) or a DTW distance up to 100, got {self.take_match_spread}",
+        )
+        _require(
+            0.0 <= self.take_match_floor <= 100.0,
+            f"{section}.take_match_floor",
+            f"must be a DTW distance in [0, 100], got {self.take_match_floor}",
         )
         _require(
             -120.0 <= self.gate_dbfs <= 0.0,

@@ -22,7 +22,7 @@ from edge.budget import veto_mask
 from edge.config import DetectorConfig
 from edge.frontend import DEFAULT_CONFIG, StreamingMfcc
 from edge.model import Encoder
-from edge.takematch import best_distance, looks_again, match_features
+from edge.takematch import accepted_distance, best_distance, looks_again, match_features
 from edge.templates import Template
 
 __all__ = ["Detection", "Detector", "KeywordMatcher", "TriggerSmoother", "WindowResult"]
@@ -102,13 +102,14 @@ class KeywordMatcher:
         hop_ms: int = 100,
         veto_margin: float = 0.0,
         take_match_spread: float = 0.0,
+        take_match_floor: float = 0.0,
     ) -> None:
         self.templates = list(templates)
         self.veto_margin = veto_margin
         # The keywords whose vetoed windows get a second look against the takes (edge.takematch): words whose
         # takes agree within `take_match_spread`, with the distance a window must come within.
         self._take_match = {
-            k: (t.take_speech, t.take_spread)
+            k: (t.take_speech, accepted_distance(t.take_spread or 0.0, take_match_floor))
             for k, t in enumerate(self.templates)
             if looks_again(t.take_speech, t.take_spread, take_match_spread)
         }
@@ -266,6 +267,7 @@ class Detector:
             self.settings.hop_ms,
             self.settings.veto_margin,
             self.settings.take_match_spread,
+            self.settings.take_match_floor,
         )
         if hasattr(self, "_recent") and self._recent.maxlen != self.matcher.history:
             self._recent = deque(self._recent, maxlen=self.matcher.history)

@@ -27,6 +27,7 @@ __all__ = [
     "FEATURES",
     "FRAME_STEP",
     "TakeReference",
+    "accepted_distance",
     "best_distance",
     "checked_take_features",
     "looks_again",
@@ -141,6 +142,12 @@ def checked_take_features(takes: Any, spread: Any) -> tuple[tuple[FloatArray, ..
 def looks_again(take_speech: Sequence[FloatArray], spread: float | None, max_spread: float) -> bool:
     """Whether a keyword gets the second look: a word whose takes agree within `max_spread` (0: never)."""
     return bool(take_speech) and spread is not None and max_spread > 0.0 and spread <= max_spread
+
+
+def accepted_distance(spread: float, floor: float) -> float:
+    """How close a window must follow a take to be given back: the takes' spread, or `floor` when they agree more
+    closely than that (takes said in one sitting agree more closely than the word said another time)."""
+    return max(spread, floor)
 
 
 def take_spread(references: Sequence[TakeReference]) -> float | None:

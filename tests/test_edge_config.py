@@ -52,6 +52,7 @@ def test_file_values_and_overrides(tmp_path: Path) -> None:
         ("[detector]\nveto_margin = -0.1\n", r"detector\.veto_margin: must be a cosine difference"),
         ("[detector]\nlookalike_prune_floor = 1.5\n", r"detector\.lookalike_prune_floor: must be a cosine"),
         ("[detector]\ntake_match_spread = -1\n", r"detector\.take_match_spread: must be 0 \(off\)"),
+        ("[detector]\ntake_match_floor = 101\n", r"detector\.take_match_floor: must be a DTW distance"),
         ("[detector]\ntrigger_level = 4\ntrigger_window = 3\n", r"detector\.trigger_level"),
         ("[detector]\ngate = 1\n", r"detector\.gate: expected true or false"),
         ('[audio]\nsource = "radio"\n', r"audio\.source: must be"),

@@ -4,6 +4,7 @@ detector giving a vetoed keyword back; the bench's version of the same rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -120,6 +121,15 @@ def test_matcher_gives_a_vetoed_window_back_only_when_it_follows_a_take(real_cli
     below = np.array([0.3, 1, 0], dtype=np.float32)
     assert not looking.score(below / np.linalg.norm(below), (), own).hits[0]  # under the threshold: no look
     assert looking.score(window).undecided == (0,)  # without features the look waits (the detector's case)
+    # Takes that agree more closely than a later saying of the word: the floor is the distance accepted at least.
+    own_distance = float(best_distance([reference.speech], match_features(own))[0])
+    other_distance = float(best_distance([reference.speech], match_features(different))[0])
+    tight = dataclasses.replace(keyword, take_spread=own_distance / 2)
+    assert not KeywordMatcher([tight], 0.5, take_match_spread=8.0).score(window, (), own).hits[0]
+    floored = KeywordMatcher(
+        [tight], 0.5, take_match_spread=8.0, take_match_floor=(own_distance + other_distance) / 2
+    )
+    assert floored.score(window, (), own).hits[0] and not floored.score(window, (), different).hits[0]
 
 
 def test_detector_finds_a_vetoed_keyword_again_by_its_takes(

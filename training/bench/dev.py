@@ -76,6 +76,7 @@ class DevSetting:
     trigger_window: int = 3
     lookalike_prune_floor: float = 1.0
     take_match_spread: float = 0.0  # the second look at vetoed windows (edge.takematch); 0: off
+    take_match_floor: float = 0.0  # the distance it accepts at least
 
     @property
     def name(self) -> str:
@@ -83,6 +84,7 @@ class DevSetting:
             f"veto_margin {self.veto_margin:g}, {self.hard_negatives} look-alikes, "
             f"{self.trigger_level} of {self.trigger_window} windows, prune floor {self.lookalike_prune_floor:g}, "
             f"second look {self.take_match_spread:g}"
+            + (f" (floor {self.take_match_floor:g})" if self.take_match_floor else "")
         )
 
 
@@ -226,6 +228,7 @@ def evaluate_settings(
             trigger_window=setting.trigger_window,
             lookalike_prune_floor=setting.lookalike_prune_floor,
             take_match_spread=setting.take_match_spread,
+            take_match_floor=setting.take_match_floor,
         )
         rule = ShippedRule(
             detector,
@@ -256,10 +259,15 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         at = " | ".join("-" if v is None else f"{100 * v:.1f} %" for v in r["frr_at_longform"].values())
         low, mid, high = r["thresholds"]
         lines.append(
-            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {r['lookalike_prune_floor']:g} | {r['take_match_spread']:g} | {100 * r['frr']:.1f} % | "
+            f"| {r['condition']} | {r['trigger_level']}/{r['trigger_window']} | {r['veto_margin']:g} | {r['hard_negatives']} | {r['lookalike_prune_floor']:g} | {_look(r)} | {100 * r['frr']:.1f} % | "
             f"{r['fa_longform']:.2f} ({r['fa_speech']:.2f} / {r['fa_music']:.2f} / {r['fa_stream']:.2f}) | {at} | {low:.3f} / {mid:.3f} / {high:.3f} |"
         )
     return "\n".join(lines)
+
+
+def _look(row: dict[str, Any]) -> str:
+    floor = row.get("take_match_floor", 0.0)
+    return f"{row['take_match_spread']:g}" + (f", floor {floor:g}" if floor else "")
 
 
 def _trigger(text: str) -> tuple[int, int]:
@@ -303,6 +311,13 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[0.0],
         help="detector.take_match_spread values (the second look at vetoed windows; 0: off, the default)",
+    )
+    parser.add_argument(
+        "--take-match-floors",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="detector.take_match_floor values (the distance the look accepts at least; default 0)",
     )
     parser.add_argument(
         "--triggers",
@@ -351,11 +366,12 @@ def dev_main(argv: Sequence[str]) -> int:
         [m for m in [*args.veto_margins, *args.prune_floors] if not 0.0 <= m <= 1.0]
         + [n for n in args.hard_negatives if not 0 <= n <= 1000]
         + [v for v in args.take_match_spreads if not 0.0 <= v <= 100.0]
+        + [v for v in args.take_match_floors if not 0.0 <= v <= 100.0]
     )
     if bad:
         log.error(
             "--veto-margins and --prune-floors must be in [0, 1], --hard-negatives 0-1000, --take-match-spreads "
-            "0-100, got %s",
+            "and --take-match-floors 0-100, got %s",
             bad,
         )
         return 2
@@ -380,12 +396,13 @@ def dev_main(argv: Sequence[str]) -> int:
         log.error("%s", error)
         return 2
     settings = [
-        DevSetting(margin, count, level, window, floor, spread)
+        DevSetting(margin, count, level, window, floor, spread, distance)
         for level, window in args.triggers
         for count in args.hard_negatives
         for margin in args.veto_margins
         for floor in args.prune_floors
         for spread in args.take_match_spreads
+        for distance in args.take_match_floors
     ]
     rows = evaluate_settings(data, settings)
     result = {

@@ -29,7 +29,7 @@ import numpy.typing as npt
 from edge.budget import veto_mask
 from edge.config import Config, DetectorConfig, load_config
 from edge.resolver import KeywordResolver
-from edge.takematch import looks_again
+from edge.takematch import accepted_distance, looks_again
 from edge.templates import Template
 from training.bench.embedcache import Enrollment, StreamWindows, load_enrollment, load_windows
 from training.bench.second_look import REACH, given_back, may_trigger
@@ -174,7 +174,7 @@ class ShippedRule:
                     windows,
                     rows,
                     template.take_speech,
-                    float(template.take_spread or 0.0),
+                    accepted_distance(template.take_spread or 0.0, settings.take_match_floor),
                     self.window_samples,
                 )
                 vetoed = np.setdiff1d(vetoed, back, assume_unique=True)
