@@ -58,9 +58,8 @@ class TriggerSmoother:
             return False
         slots = self._hits
         slots.append(True if hit else undecided or False)
-        for i in reversed(
-            range(len(slots))
-        ):  # newest first: this evaluation decides whether any other counts
+        # Newest first: this evaluation decides whether any other one counts.
+        for i in reversed(range(len(slots))):
             if slots[-1] is False or sum(h is not False for h in slots) < self.level:
                 return False
             if sum(h is True for h in slots) >= self.level:
@@ -179,7 +178,7 @@ class KeywordMatcher:
 
     def follows_take(self, keyword: int, window: FloatArray) -> bool:
         """The second look: whether the window's features (edge.takematch.match_features) follow one of the
-        keyword's takes as closely as its takes follow each other."""
+        keyword's takes within its accepted distance (the takes' spread, or the floor when they agree closer)."""
         speech, spread = self._take_match[keyword]
         return bool(best_distance(speech, window)[0] <= spread)
 

@@ -5,11 +5,12 @@ more than the keyword does. For a user saying their own word that is most of wha
 the embedding of a person's word can sit nearer a look-alike than the mean of their takes. Their takes,
 though, agree closely frame by frame, and ordinary speech does not follow them. So a window that reaches the
 threshold but is vetoed is given back when its MFCC sequence aligns with one of the takes (dynamic time
-warping, the take's speech anywhere in the window) about as closely as the takes align with each other.
+warping, the take's speech anywhere in the window) about as closely as the takes align with each other (or
+within a floor, for takes said so alike that a later saying of the word could not follow them as closely).
 
 Features: MFCC coefficients 1-13 of the board's front end, frames averaged in pairs (20 ms); a take's reference is
 the loud core of the speech in its centred window. Numpy only; a look costs a millisecond or two per take and
-runs only on vetoed windows at the threshold.
+runs only on vetoed windows at the threshold, when the trigger needs them (edge.detector.TriggerSmoother).
 """
 
 from __future__ import annotations
