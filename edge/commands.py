@@ -190,7 +190,7 @@ def enrollment_report(resolved: Resolved) -> str:
     if resolved.second_look:
         lines.append(
             f"second look on: the takes agree closely ({spread:.1f}), so a window a look-alike would veto is kept "
-            "when it sounds like one of them"
+            f"when it follows one of them within {resolved.second_look_within or 0.0:.1f}"
         )
     elif spread is not None and resolved.template.take_speech:
         lines.append(

@@ -22,7 +22,7 @@ import numpy as np
 from edge.budget import KeywordBudget, budget_for_template, hard_negatives, phrase_scores, prune_lookalikes
 from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.config import Config, DetectorConfig
-from edge.takematch import looks_again
+from edge.takematch import accepted_distance, looks_again
 from edge.templates import Template
 
 __all__ = ["KeywordResolver", "Resolved"]
@@ -38,6 +38,7 @@ class Resolved:
     budget: KeywordBudget | None
     threshold_source: str  # "keyword" (set at enrollment), "budget", or "default" (detector.threshold)
     second_look: bool = False  # vetoed windows that follow one of the takes are kept (edge.takematch)
+    second_look_within: float | None = None  # how closely they must follow (the accepted distance)
 
     def as_event(self) -> dict[str, object]:
         event: dict[str, object] = {
@@ -114,7 +115,8 @@ class KeywordResolver:
         resolved = self._resolve_threshold(template)
         settings = self.settings
         looks = looks_again(template.take_speech, template.take_spread, settings.take_match_spread)
-        return replace(resolved, second_look=looks)
+        within = accepted_distance(template.take_spread or 0.0, settings.take_match_floor) if looks else None
+        return replace(resolved, second_look=looks, second_look_within=within)
 
     def _resolve_threshold(self, template: Template) -> Resolved:
         settings = self.settings

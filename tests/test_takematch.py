@@ -217,6 +217,7 @@ def test_resolver_and_enrollment_report_say_whether_the_second_look_is_on(
     assert resolved.second_look is on and resolved.as_event()["second_look"] is on
     report = enrollment_report(resolved)
     assert (f"second look on: the takes agree closely ({spread:.1f})" in report) is on
+    assert ("follows one of them within 7.0" in report) is on  # the floor (7) over a spread of 4
     assert (f"second look off: the takes' spread {spread:.1f}" in report) is not on
     older = KeywordResolver(DetectorConfig(), None).resolve_one(Template("old", np.ones(4), "s", "f"))
     assert not older.second_look and "second look" not in enrollment_report(older)
