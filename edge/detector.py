@@ -22,7 +22,7 @@ from edge.budget import veto_mask
 from edge.config import DetectorConfig
 from edge.frontend import DEFAULT_CONFIG, StreamingMfcc
 from edge.model import Encoder
-from edge.takematch import accepted_distance, best_distance, looks_again, match_features
+from edge.takematch import best_distance, look_distance, match_features
 from edge.templates import Template
 
 __all__ = ["Detection", "Detector", "KeywordMatcher", "TriggerSmoother", "WindowResult"]
@@ -108,9 +108,10 @@ class KeywordMatcher:
         # The keywords whose vetoed windows get a second look against the takes (edge.takematch): words whose
         # takes agree within `take_match_spread`, with the distance a window must come within.
         self._take_match = {
-            k: (t.take_speech, accepted_distance(t.take_spread or 0.0, take_match_floor))
+            k: (t.take_speech, within)
             for k, t in enumerate(self.templates)
-            if looks_again(t.take_speech, t.take_spread, take_match_spread)
+            if (within := look_distance(t.take_speech, t.take_spread, take_match_spread, take_match_floor))
+            is not None
         }
         # (keyword index, part templates [P, D], how many windows back each part's window ended)
         self._phrases = [
@@ -179,8 +180,8 @@ class KeywordMatcher:
     def follows_take(self, keyword: int, window: FloatArray) -> bool:
         """The second look: whether the window's features (edge.takematch.match_features) follow one of the
         keyword's takes within its accepted distance (the takes' spread, or the floor when they agree closer)."""
-        speech, spread = self._take_match[keyword]
-        return bool(best_distance(speech, window)[0] <= spread)
+        speech, within = self._take_match[keyword]
+        return bool(best_distance(speech, window)[0] <= within)
 
 
 @dataclass(frozen=True)
@@ -340,8 +341,10 @@ class Detector:
         detections: list[Detection] = []
         if embedding is not None and len(self.matcher):
             scores = self.matcher.score(embedding, self._recent)
-            window = match_features(features) if scores.undecided else None
-            looks = {k: self._second_look(k, window) for k in scores.undecided if window is not None}
+            looks: dict[int, Callable[[], bool]] = {}
+            if scores.undecided:  # the window's features are kept for the looks the trigger may need
+                window = match_features(features)
+                looks = {k: self._second_look(k, window) for k in scores.undecided}
             for k, name in enumerate(self.matcher.names):
                 if self._smoothers[name].update(bool(scores.hits[k]), end, looks.get(k)):
                     template = self.matcher.templates[k]

@@ -22,7 +22,7 @@ import numpy as np
 from edge.budget import KeywordBudget, budget_for_template, hard_negatives, phrase_scores, prune_lookalikes
 from edge.cohort import Cohort, CohortError, cohort_path_for
 from edge.config import Config, DetectorConfig
-from edge.takematch import accepted_distance, looks_again
+from edge.takematch import look_distance
 from edge.templates import Template
 
 __all__ = ["KeywordResolver", "Resolved"]
@@ -114,9 +114,10 @@ class KeywordResolver:
     def _resolve(self, template: Template) -> Resolved:
         resolved = self._resolve_threshold(template)
         settings = self.settings
-        looks = looks_again(template.take_speech, template.take_spread, settings.take_match_spread)
-        within = accepted_distance(template.take_spread or 0.0, settings.take_match_floor) if looks else None
-        return replace(resolved, second_look=looks, second_look_within=within)
+        within = look_distance(
+            template.take_speech, template.take_spread, settings.take_match_spread, settings.take_match_floor
+        )
+        return replace(resolved, second_look=within is not None, second_look_within=within)
 
     def _resolve_threshold(self, template: Template) -> Resolved:
         settings = self.settings

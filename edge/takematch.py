@@ -28,9 +28,9 @@ __all__ = [
     "FEATURES",
     "FRAME_STEP",
     "TakeReference",
-    "accepted_distance",
     "best_distance",
     "checked_take_features",
+    "look_distance",
     "looks_again",
     "match_features",
     "take_spread",
@@ -145,10 +145,15 @@ def looks_again(take_speech: Sequence[FloatArray], spread: float | None, max_spr
     return bool(take_speech) and spread is not None and max_spread > 0.0 and spread <= max_spread
 
 
-def accepted_distance(spread: float, floor: float) -> float:
-    """How close a window must follow a take to be given back: the takes' spread, or `floor` when they agree more
-    closely than that (takes said in one sitting agree more closely than the word said another time)."""
-    return max(spread, floor)
+def look_distance(
+    take_speech: Sequence[FloatArray], spread: float | None, max_spread: float, floor: float
+) -> float | None:
+    """How closely a vetoed window must follow one of the keyword's takes to be given back: the takes' spread, or
+    `floor` when they agree more closely than that (takes said in one sitting agree more closely than the word
+    said another time). None for a keyword without the second look (looks_again)."""
+    if not looks_again(take_speech, spread, max_spread):
+        return None
+    return max(float(spread or 0.0), floor)
 
 
 def take_spread(references: Sequence[TakeReference]) -> float | None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from edge.budget import veto_mask  # noqa: E402
 from edge.resolver import KeywordResolver  # noqa: E402
-from edge.takematch import accepted_distance, best_distance, looks_again  # noqa: E402
+from edge.takematch import best_distance  # noqa: E402
 from training.bench import dev  # noqa: E402
 from training.bench.experiments import ShippedRule  # noqa: E402
 from training.bench.second_look import FRAMES  # noqa: E402
@@ -106,9 +106,9 @@ def main() -> int:
                     distances[reached] = best_distance(
                         template.take_speech, FRAMES.windows(data.windows, rows[reached], 24000)
                     )
-                    if looks_again(template.take_speech, template.take_spread, settings.take_match_spread):
-                        limit = accepted_distance(template.take_spread or 0.0, settings.take_match_floor)
-                        given = vetoed & (distances <= limit)
+                    within = resolved[k].second_look_within
+                    if within is not None:
+                        given = vetoed & (distances <= within)
                 runs = [
                     np.sort(scores[i : i + span])[-level] for i in range(max(1, rows.shape[0] - span + 1))
                 ]

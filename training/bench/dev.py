@@ -298,27 +298,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=REPO / "build" / "udkws_int8.tflite")
     parser.add_argument("--veto-margins", type=float, nargs="+", default=[0.0])
     parser.add_argument("--hard-negatives", type=int, nargs="+", default=[100])
-    parser.add_argument(
-        "--prune-floors",
-        type=float,
-        nargs="+",
-        default=[1.0],
-        help="detector.lookalike_prune_floor values (1: never prune; default 1)",
-    )
-    parser.add_argument(
-        "--take-match-spreads",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        help="detector.take_match_spread values (the second look at vetoed windows; 0: off, the default)",
-    )
-    parser.add_argument(
-        "--take-match-floors",
-        type=float,
-        nargs="+",
-        default=[0.0],
-        help="detector.take_match_floor values (the distance the look accepts at least; default 0)",
-    )
+    for flag, off, meaning in (
+        ("--prune-floors", 1.0, "detector.lookalike_prune_floor values (1: never prune; default 1)"),
+        (
+            "--take-match-spreads",
+            0.0,
+            "detector.take_match_spread values (the second look; 0: off, the default)",
+        ),
+        (
+            "--take-match-floors",
+            0.0,
+            "detector.take_match_floor values (the distance it accepts at least; default 0)",
+        ),
+    ):
+        parser.add_argument(flag, type=float, nargs="+", default=[off], help=meaning)
     parser.add_argument(
         "--triggers",
         type=_trigger,

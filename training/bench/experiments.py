@@ -29,7 +29,6 @@ import numpy.typing as npt
 from edge.budget import veto_mask
 from edge.config import Config, DetectorConfig, load_config
 from edge.resolver import KeywordResolver
-from edge.takematch import accepted_distance, looks_again
 from edge.templates import Template
 from training.bench.embedcache import Enrollment, StreamWindows, load_enrollment, load_windows
 from training.bench.second_look import REACH, given_back, may_trigger
@@ -164,7 +163,7 @@ class ShippedRule:
                 continue
             closest = np.max(windows.embeddings[checked] @ template.negatives.T, axis=1)
             vetoed = checked[veto_mask(closest, scores[checked, k], settings.veto_margin)]
-            if looks_again(template.take_speech, template.take_spread, settings.take_match_spread):
+            if keyword.second_look_within is not None:  # the resolver's, as the detector's
                 reached = scores[:, k] >= thresholds[k] - REACH
                 rows = vetoed[
                     reached[vetoed]
@@ -174,7 +173,7 @@ class ShippedRule:
                     windows,
                     rows,
                     template.take_speech,
-                    accepted_distance(template.take_spread or 0.0, settings.take_match_floor),
+                    keyword.second_look_within,
                     self.window_samples,
                 )
                 vetoed = np.setdiff1d(vetoed, back, assume_unique=True)
